@@ -1,0 +1,61 @@
+"""MNIST through the registry, the data folder's precedence, and missing data."""
+
+import pytest
+import torch
+
+from vaecli import registry
+from vaecli.datasets import DATA_DIR_ENV, default_data_dir, mnist, resolve_data_dir
+from vaecli.errors import VaeError
+from vaecli.likelihoods import Bernoulli
+from vaecli.train import TEST_PREPARE_SEED, prepare_fixed
+
+
+def test_mnist_matches_the_published_facts(mnist_root):
+    train = registry.datasets.load("mnist")(mnist_root, "train")
+    test = registry.datasets.load("mnist")(mnist_root, "test")
+    assert train.images.shape == (60000, 1, 28, 28) and train.images.dtype == torch.uint8
+    assert test.images.shape == (10000, 1, 28, 28)
+    assert train.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert test.labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    assert train.images.double().mean().item() == pytest.approx(33.3184, abs=1e-4)
+
+
+def test_data_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "env"))
+    assert resolve_data_dir(str(tmp_path / "flag")) == tmp_path / "flag"
+    assert resolve_data_dir(None) == tmp_path / "env"
+    monkeypatch.delenv(DATA_DIR_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert resolve_data_dir(None) == default_data_dir() == tmp_path / "cache" / "vaecli" / "data"
+
+
+def test_missing_mnist_without_network_says_where_files_go(tmp_path, no_network_mnist):
+    root = tmp_path / "empty"
+    with pytest.raises(VaeError) as info:
+        mnist(root, "train")
+    message = str(info.value)
+    assert str(root / "MNIST" / "raw") in message and "train-images-idx3-ubyte" in message
+    assert "\n" not in message
+    assert not root.exists()  # nothing half-made is left behind
+
+
+def test_test_set_is_binarised_once_with_a_fixed_seed(mnist_root):
+    images = mnist(mnist_root, "test").images[:500]
+    a = prepare_fixed(Bernoulli(), images, TEST_PREPARE_SEED)
+    b = prepare_fixed(Bernoulli(), images, TEST_PREPARE_SEED)
+    assert torch.equal(a, b) and set(a.unique().tolist()) == {0.0, 1.0}
+    # Dynamic binarisation: fresh draws differ, and their mean matches the grey levels.
+    draws = torch.stack([Bernoulli().prepare(images) for _ in range(50)])
+    assert not torch.equal(draws[0], draws[1])
+    assert (draws.mean(0) - images.float() / 255).abs().mean() < 0.03
+
+
+def test_builtins_come_through_entry_points():
+    from importlib.metadata import entry_points
+
+    for kind, group in registry.GROUPS.items():
+        declared = {
+            ep.name for ep in entry_points(group=group) if ep.dist and ep.dist.metadata["Name"] == "vaecli"
+        }
+        assert declared and declared <= set(registry.BY_KIND[kind].names())
+    assert registry.datasets.entry("mnist").distribution == "vaecli"

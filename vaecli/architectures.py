@@ -1,0 +1,105 @@
+"""Encoder/decoder pairs, registered by name.
+
+An architecture factory is called as ``factory(input_shape, latent_dim, params_per_pixel,
+**options)`` and returns ``(encoder, decoder)``: the encoder maps images (B, C, H, W) to
+(B, 2 * latent_dim) holding mu then log-variance; the decoder maps z (B, latent_dim) to
+decoder parameters (B, params_per_pixel, C, H, W).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from vaecli.options import as_int, int_list
+
+Shape = tuple[int, int, int]
+
+
+def _mlp(sizes: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def mlp(
+    input_shape: Shape,
+    latent_dim: int,
+    params_per_pixel: int,
+    hidden: str | Sequence[int] = (512, 256),
+) -> tuple[nn.Module, nn.Module]:
+    """Fully connected encoder and decoder; ``hidden`` lists the encoder's hidden widths
+    (the decoder mirrors them)."""
+    widths = list(int_list(hidden, "hidden"))
+    pixels = math.prod(input_shape)
+    encoder = nn.Sequential(nn.Flatten(), _mlp([pixels, *widths, 2 * latent_dim]))
+    decoder = nn.Sequential(
+        _mlp([latent_dim, *reversed(widths), params_per_pixel * pixels]),
+        nn.Unflatten(1, (params_per_pixel, *input_shape)),
+    )
+    return encoder, decoder
+
+
+class _Crop(nn.Module):
+    """Cut a decoder's output to the image size and split parameters from channels."""
+
+    def __init__(self, params_per_pixel: int, input_shape: Shape) -> None:
+        super().__init__()
+        self.params_per_pixel = params_per_pixel
+        self.input_shape = input_shape
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        c, height, width = self.input_shape
+        h = h[:, :, :height, :width]
+        return h.reshape(h.shape[0], self.params_per_pixel, c, height, width)
+
+
+def conv(
+    input_shape: Shape,
+    latent_dim: int,
+    params_per_pixel: int,
+    channels: str | Sequence[int] = (32, 64),
+    hidden: str | int = 256,
+) -> tuple[nn.Module, nn.Module]:
+    """Convolutional encoder (stride-2 convolutions) and a mirrored transposed-convolution
+    decoder, for any image size; ``channels`` lists the widths of the stride-2 stages."""
+    widths = list(int_list(channels, "channels"))
+    hidden_width = as_int(hidden, "hidden")
+    c, height, width = input_shape
+    h, w = height, width
+    enc_layers: list[nn.Module] = []
+    in_ch = c
+    for out_ch in widths:
+        enc_layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1), nn.ReLU()]
+        in_ch = out_ch
+        h, w = (h + 1) // 2, (w + 1) // 2
+    flat = widths[-1] * h * w
+    encoder = nn.Sequential(
+        *enc_layers,
+        nn.Flatten(),
+        nn.Linear(flat, hidden_width),
+        nn.ReLU(),
+        nn.Linear(hidden_width, 2 * latent_dim),
+    )
+    dec_layers: list[nn.Module] = [
+        nn.Linear(latent_dim, hidden_width),
+        nn.ReLU(),
+        nn.Linear(hidden_width, flat),
+        nn.ReLU(),
+        nn.Unflatten(1, (widths[-1], h, w)),
+    ]
+    outs = [*reversed(widths[:-1]), params_per_pixel * c]
+    in_ch = widths[-1]
+    for i, out_ch in enumerate(outs):
+        dec_layers.append(nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1))
+        if i < len(outs) - 1:
+            dec_layers.append(nn.ReLU())
+        in_ch = out_ch
+    dec_layers.append(_Crop(params_per_pixel, input_shape))
+    return encoder, nn.Sequential(*dec_layers)

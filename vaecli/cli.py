@@ -1,0 +1,278 @@
+"""The ``vae`` command: parses options, prints, and sets exit codes. No maths here."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+import vaecli
+from vaecli.errors import UsageError, VaeError
+
+try:  # typer >= 0.20 ships its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer
+    from click import exceptions as click_exceptions
+
+DEBUG_ENV = "VAECLI_DEBUG"
+
+app = typer.Typer(
+    name="vae",
+    help="Variational autoencoders: train, sample, evaluate and encode.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+stderr = Console(stderr=True, highlight=False)
+
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"vaecli {vaecli.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help=f"Show tracebacks (also: {DEBUG_ENV}=1).")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Variational autoencoders: train, sample, evaluate and encode."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+class ConsoleObserver:
+    """Draws a progress bar (only on a terminal) and one row per epoch on stderr."""
+
+    COLUMNS = ("epoch", "train -ELBO", "test -ELBO", "recon", "KL", "bits/dim", "img/s")
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.header_done = False
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.quiet or not stderr.is_terminal:
+            return
+        self.progress = Progress(
+            TextColumn(f"epoch {epoch}/{epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=steps)
+
+    def on_step(self, step: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step)
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        if self.quiet:
+            return
+        if not self.header_done:
+            stderr.print("  ".join(f"{c:>11}" for c in self.COLUMNS), soft_wrap=True)
+            self.header_done = True
+        bpd = metrics.get("test_bits_per_dim")
+        cells = [
+            f"{metrics['epoch']:>11d}",
+            f"{metrics['train_neg_elbo']:>11.2f}",
+            f"{metrics['test_neg_elbo']:>11.2f}",
+            f"{metrics['test_reconstruction']:>11.2f}",
+            f"{metrics['test_kl']:>11.2f}",
+            f"{bpd:>11.4f}" if bpd is not None else f"{'-':>11}",
+            f"{metrics['images_per_s']:>11.0f}",
+        ]
+        stderr.print("  ".join(cells), soft_wrap=True)
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option(help="Dataset name (see the registry), e.g. mnist.")] = "mnist",
+    data_dir: Annotated[
+        str | None,
+        typer.Option(help="Where datasets live (default: $VAECLI_DATA_DIR, else ~/.cache/vaecli/data)."),
+    ] = None,
+    data_opt: Annotated[
+        list[str] | None, typer.Option(help="A dataset option KEY=VALUE (repeatable).")
+    ] = None,
+    likelihood: Annotated[str, typer.Option(help="Decoder distribution, e.g. bernoulli.")] = "bernoulli",
+    likelihood_opt: Annotated[
+        list[str] | None, typer.Option(help="A likelihood option KEY=VALUE (repeatable).")
+    ] = None,
+    arch: Annotated[str, typer.Option(help="Architecture: mlp or conv (or a plugin's).")] = "mlp",
+    arch_opt: Annotated[
+        list[str] | None, typer.Option(help="An architecture option KEY=VALUE (repeatable).")
+    ] = None,
+    hidden: Annotated[
+        str | None, typer.Option(help="Hidden widths, e.g. 512,256 (same as --arch-opt hidden=...).")
+    ] = None,
+    latent_dim: Annotated[int, typer.Option(help="Size of z.")] = 32,
+    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 128,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (peak of the schedule).")] = 1e-3,
+    lr_schedule: Annotated[str, typer.Option(help="cosine (to 0 over the run) or constant.")] = "cosine",
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    out: Annotated[
+        str | None, typer.Option(help="Run folder (default: runs/DATA-LIKELIHOOD-ARCH[-N]).")
+    ] = None,
+    force: ForceOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or epoch rows.")] = False,
+    limit_train: Annotated[int | None, typer.Option(help="Use only the first N training images.")] = None,
+    limit_test: Annotated[int | None, typer.Option(help="Use only the first N test images.")] = None,
+) -> None:
+    """Train a VAE; prints the run folder on stdout when done."""
+    from vaecli.options import parse_key_values
+    from vaecli.train import TrainConfig
+    from vaecli.train import train as run_training
+
+    arch_options = parse_key_values(arch_opt or [], "--arch-opt")
+    if hidden is not None:
+        arch_options["hidden"] = hidden
+    config = TrainConfig(
+        data=data,
+        data_dir=data_dir,
+        data_options=parse_key_values(data_opt or [], "--data-opt"),
+        likelihood=likelihood,
+        likelihood_options=parse_key_values(likelihood_opt or [], "--likelihood-opt"),
+        arch=arch,
+        arch_options=arch_options,
+        latent_dim=latent_dim,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        lr_schedule=lr_schedule,
+        seed=seed,
+        device=device,
+        out=out,
+        force=force,
+        limit_train=limit_train,
+        limit_test=limit_test,
+    )
+    result = run_training(config, ConsoleObserver(quiet))
+    print(result.run_dir)
+
+
+@app.command()
+def sample(
+    model: Annotated[str, typer.Argument(help="A model.safetensors file or a run folder.")],
+    n: Annotated[int, typer.Option("--n", help="How many images.")] = 64,
+    seed: SeedOpt = 0,
+    mode: Annotated[
+        str, typer.Option(help="mean (decoder means / probabilities) or sample (drawn pixels).")
+    ] = "mean",
+    out: Annotated[str, typer.Option(help="Output file; - writes to stdout.")] = "samples.png",
+    format: Annotated[
+        str, typer.Option("--format", help="png (an image grid) or safetensors (z and images).")
+    ] = "png",
+    nrow: Annotated[int | None, typer.Option(help="Images per grid row (default: square).")] = None,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+) -> None:
+    """Draw images from a model: z ~ N(0, I), then the decoder."""
+    from vaecli.sampling import encode_samples
+    from vaecli.sampling import sample as draw
+
+    if format not in ("png", "safetensors"):
+        raise UsageError(f"unknown --format '{format}' (use png or safetensors)")
+    if nrow is not None and nrow < 1:
+        raise UsageError(f"--nrow must be at least 1, got {nrow}")
+    _check_output(out, force)
+    samples = draw(model, n=n, seed=seed, mode=mode, device=device)
+    _write_output(out, encode_samples(samples, format, nrow))
+    if out != "-":
+        stderr.print(f"wrote {n} samples to {out}")
+
+
+def _check_output(out: str, force: bool) -> None:
+    if out == "-":
+        if sys.stdout.isatty():
+            raise UsageError("refusing to write binary data to a terminal; use --out FILE")
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise VaeError(f"{out} is a folder; give a file name with --out")
+    if path.exists() and not force:
+        raise VaeError(f"{out} already exists; pass --force to replace it")
+
+
+def _write_output(out: str, payload: bytes) -> None:
+    from vaecli.fileio import write_bytes_atomic
+
+    if out == "-":
+        sys.stdout.buffer.write(payload)
+        sys.stdout.buffer.flush()
+    else:
+        write_bytes_atomic(out, payload)
+
+
+def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    print(f"vae: warning: {_one_line(str(message))}", file=sys.stderr)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``vae`` and return its exit code (0 ok, 1 run-time failure, 2 bad usage)."""
+    command = typer.main.get_command(app)
+    debug = lambda: os.environ.get(DEBUG_ENV, "") not in ("", "0")  # noqa: E731
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
+            result = command.main(args=argv, prog_name="vae", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click_exceptions.UsageError as exc:
+        where = f"{exc.ctx.command_path}: " if exc.ctx is not None else "vae: "
+        print(f"{where}error: {_one_line(exc.format_message())}", file=sys.stderr)
+        return 2
+    except click_exceptions.ClickException as exc:
+        print(f"vae: error: {_one_line(exc.format_message())}", file=sys.stderr)
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("vae: interrupted", file=sys.stderr)
+        return 130
+    except VaeError as exc:
+        if debug():
+            traceback.print_exc()
+        print(f"vae: error: {_one_line(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (e.g. `vae ... | head`): not our failure to report.
+        sys.stderr.close()
+        return 1
+    except Exception as exc:  # a bug or an unexpected failure: still one line unless --debug
+        if debug():
+            traceback.print_exc()
+        print(
+            f"vae: error: {type(exc).__name__}: {_one_line(str(exc))} (run with --debug for details)",
+            file=sys.stderr,
+        )
+        return 1

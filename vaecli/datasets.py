@@ -1,0 +1,95 @@
+"""Image datasets, registered by name, and where their files live.
+
+A dataset factory is called as ``factory(root, split, **options)`` with ``split`` "train" or
+"test" and returns an :class:`ImageData`: all images as one uint8 tensor (N, C, H, W), so a
+training loop can keep them on the device and index batches out of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vaecli.errors import UsageError, VaeError
+
+DATA_DIR_ENV = "VAECLI_DATA_DIR"
+SPLITS = ("train", "test")
+
+
+@dataclass
+class ImageData:
+    """A split of a dataset: uint8 images (N, C, H, W) and optional integer labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise VaeError(
+                f"dataset '{self.name}' must give uint8 images of shape (N, C, H, W), "
+                f"got {self.images.dtype} {tuple(self.images.shape)}"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return (int(c), int(h), int(w))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def default_data_dir() -> Path:
+    """The per-user cache folder for datasets."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(cache) / "vaecli" / "data"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
+    """``--data-dir`` if given, else ``$VAECLI_DATA_DIR``, else the per-user cache folder."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    return default_data_dir()
+
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def mnist(root: Path, split: str, download: bool | str = True) -> ImageData:
+    """MNIST through torchvision, downloaded into ``root/MNIST/raw`` when missing."""
+    from torchvision.datasets import MNIST
+
+    if split not in SPLITS:
+        raise UsageError(f"dataset 'mnist' has no split '{split}' (it has: train, test)")
+    fetch = str(download).lower() not in ("false", "0", "no")
+    raw = Path(root) / "MNIST" / "raw"
+    created = [p for p in (Path(root), raw.parent, raw) if not p.exists()]
+    try:
+        # torchvision reports download progress on stdout; stdout is for results.
+        with contextlib.redirect_stdout(sys.stderr):
+            data = MNIST(str(root), train=split == "train", download=fetch)
+    except Exception as exc:
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only folders we made and that stayed empty
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(exc).__name__  # the last mirror's own error
+        raise VaeError(
+            f"MNIST is not in {raw} and could not be downloaded ({reason}); put the files "
+            f"{', '.join(MNIST_FILES)} there, or point --data-dir or ${DATA_DIR_ENV} at a "
+            f"folder that holds MNIST/raw/"
+        ) from exc
+    return ImageData(images=data.data.unsqueeze(1).contiguous(), labels=data.targets, name="mnist")

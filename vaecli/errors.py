@@ -1,0 +1,13 @@
+"""Errors a user can act on: one line of text and an exit code."""
+
+
+class VaeError(Exception):
+    """A failure at run time (exit code 1) whose message is shown as one line."""
+
+    exit_code = 1
+
+
+class UsageError(VaeError):
+    """The command was asked for something it cannot be asked for (exit code 2)."""
+
+    exit_code = 2

@@ -1,0 +1,74 @@
+"""Options for plugins (datasets, architectures, likelihoods): parsing and validation.
+
+Options arrive from the command line as ``key=value`` strings and from Python or a model
+file as real values; the helpers here accept both, so a factory reads them the same way.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from vaecli.errors import UsageError
+
+
+def parse_key_values(items: Iterable[str], what: str) -> dict[str, str]:
+    """Turn ``["a=1", "b=x"]`` into ``{"a": "1", "b": "x"}``."""
+    options: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{what} option '{item}' is not of the form KEY=VALUE")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def int_list(value: str | Iterable[int], name: str) -> tuple[int, ...]:
+    """Read ``"512,256"`` or ``[512, 256]`` as positive integers."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        numbers = tuple(int(v) for v in items if str(v).strip() != "")
+    except ValueError:
+        raise UsageError(f"option {name} wants comma-separated integers, got '{value}'") from None
+    if not numbers or any(n <= 0 for n in numbers):
+        raise UsageError(f"option {name} wants positive integers, got '{value}'")
+    return numbers
+
+
+def as_float(value: str | float, name: str) -> float:
+    """Read a float option."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"option {name} wants a number, got '{value}'") from None
+
+
+def as_int(value: str | int, name: str) -> int:
+    """Read an integer option."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"option {name} wants an integer, got '{value}'") from None
+
+
+def call_with_options(
+    factory: Callable[..., Any],
+    what: str,
+    args: tuple[Any, ...],
+    options: Mapping[str, Any],
+) -> Any:
+    """Call ``factory(*args, **options)``, naming ``what`` when an option does not belong to it."""
+    params = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    accepted = [
+        n
+        for n, p in list(params.items())[len(args) :]
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    if not takes_any:
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            takes = ", ".join(accepted) if accepted else "no options"
+            raise UsageError(f"{what} has no option '{unknown[0]}' (it takes: {takes})")
+    return factory(*args, **options)

@@ -1,0 +1,104 @@
+"""Named factories from entry points: datasets, architectures and likelihoods.
+
+vaecli's own built-ins are declared under the same entry-point groups in its pyproject.toml
+as any third-party plugin, so there is one door for everyone. An entry point is imported
+only when its name is asked for.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from vaecli.errors import UsageError, VaeError
+
+GROUPS = {
+    "dataset": "vaecli.datasets",
+    "architecture": "vaecli.architectures",
+    "likelihood": "vaecli.likelihoods",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered name: where it comes from and how to load it."""
+
+    kind: str
+    name: str
+    distribution: str
+    version: str
+    entry_point: EntryPoint = field(compare=False, repr=False)
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.distribution}:{self.name}"
+
+
+class Registry:
+    """The entries of one kind (``dataset``, ``architecture`` or ``likelihood``)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.group = GROUPS[kind]
+        self._loaded: dict[Entry, Any] = {}
+
+    def entries(self) -> list[Entry]:
+        """Every entry of this kind, sorted by name then distribution; nothing is imported."""
+        found = []
+        for ep in entry_points(group=self.group):
+            dist = getattr(ep, "dist", None)
+            found.append(
+                Entry(
+                    kind=self.kind,
+                    name=ep.name,
+                    distribution=dist.metadata["Name"] if dist is not None else "unknown",
+                    version=dist.version if dist is not None else "unknown",
+                    entry_point=ep,
+                )
+            )
+        unique = {(e.name, e.distribution): e for e in found}
+        return sorted(unique.values(), key=lambda e: (e.name, e.distribution != "vaecli"))
+
+    def names(self) -> list[str]:
+        return sorted({e.name for e in self.entries()})
+
+    def entry(self, name: str) -> Entry:
+        """The entry for ``name`` or ``distribution:name``."""
+        dist, sep, bare = name.rpartition(":") if ":" in name else ("", "", name)
+        matches = [e for e in self.entries() if e.name == bare]
+        if sep:
+            matches = [e for e in matches if e.distribution == dist]
+        if not matches:
+            known = ", ".join(self.names()) or "none installed"
+            raise UsageError(f"unknown {self.kind} '{name}' (available: {known})")
+        if len(matches) > 1:
+            chosen = matches[0]
+            others = ", ".join(e.qualified_name for e in matches[1:])
+            warnings.warn(
+                f"{self.kind} '{bare}' is registered by more than one package; using "
+                f"{chosen.qualified_name} (also: {others}; name one as DIST:NAME)",
+                stacklevel=2,
+            )
+        return matches[0]
+
+    def load(self, name: str) -> Any:
+        """Import and return the object registered as ``name``."""
+        entry = self.entry(name)
+        if entry not in self._loaded:
+            try:
+                self._loaded[entry] = entry.entry_point.load()
+            except Exception as exc:  # a broken plugin must not look like a vaecli bug
+                raise VaeError(
+                    f"{self.kind} '{entry.name}' from {entry.distribution} {entry.version} "
+                    f"failed to load: {type(exc).__name__}: {exc}"
+                ) from exc
+        return self._loaded[entry]
+
+
+datasets = Registry("dataset")
+architectures = Registry("architecture")
+likelihoods = Registry("likelihood")
+
+BY_KIND = {r.kind: r for r in (datasets, architectures, likelihoods)}
