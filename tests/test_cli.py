@@ -125,6 +125,12 @@ def test_sample_as_safetensors(small_run, tmp_path, capsys):
         (["train", "--arch-opt", "depth=3"], 2, "no option 'depth'"),
         (["train", "--lr-schedule", "step"], 2, "--lr-schedule"),
         (["train", "--bogus"], 2, "No such option"),
+        (["train", "--sigma", "0.1"], 2, "likelihood 'bernoulli' has no option 'sigma'"),
+        (["train", "--likelihood", "categorical", "--bins", "1"], 2, "bins must be from 2 to 256"),
+        (["train", "--likelihood", "categorical", "--bins", "300"], 2, "bins must be from 2 to 256"),
+        (["train", "--likelihood", "gaussian", "--sigma", "-2"], 2, "sigma must be positive"),
+        (["train", "--likelihood", "gaussian", "--sigma", "0.1", "--bins", "8"], 2, "no option 'bins'"),
+        (["train", "--likelihood-opt", "sigma"], 2, "KEY=VALUE"),
         (["sample", "missing-run"], 1, "no model at missing-run"),
         (["sample"], 2, "Missing argument"),
     ],
@@ -211,3 +217,23 @@ def test_installed_console_script_end_to_end(tmp_path, mnist_root):
         [VAE, "train", "--likelihood", "poisson"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "poisson" in bad.stderr
+
+
+@pytest.mark.slow
+def test_categorical_and_gaussian_models_sample_in_their_modes(in_tmp, capsys):
+    code, _, err = run(
+        capsys, "train", *TINY, "--likelihood", "categorical", "--bins", "16", "--out", "cat", "-q"
+    )
+    assert code == 0, err
+    pictures = {}
+    for mode in ("mean", "mode", "sample"):
+        code, _, err = run(capsys, "sample", "cat", "--mode", mode, "--n", "9", "--out", f"{mode}.png")
+        assert code == 0, err
+        pictures[mode] = np.asarray(Image.open(f"{mode}.png")).astype(int)
+    levels = np.round(np.arange(16) * 255 / 15)
+    assert np.isin(pictures["mode"], levels).all() and np.isin(pictures["sample"], levels).all()
+    assert not np.isin(pictures["mean"], levels).all()  # expected values fall between the levels
+    code, _, err = run(capsys, "train", *TINY, "--likelihood", "gaussian", "--out", "gauss", "-q")
+    assert code == 0, err
+    code, _, err = run(capsys, "sample", "gauss", "--mode", "mode", "--out", "x.png")
+    assert code == 2 and "has no mode 'mode' (it has: mean, sample)" in one_error_line(err)

@@ -1,6 +1,7 @@
 """Real (short) trainings on MNIST: learning, the run folder, reproducibility."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -88,3 +89,51 @@ def test_same_seed_gives_the_same_weights(mnist_root, tmp_path):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def _untrained_neg_elbo(spec, test_x):
+    scores = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        scores.append(mean_elbo(build_model(spec), test_x)["neg_elbo"])
+    return min(scores)
+
+
+@pytest.mark.parametrize(
+    ("likelihood", "options", "limit_train", "factor"),
+    [("gaussian", {"sigma": "pixel"}, 10000, 0.8), ("categorical", {}, 3000, 0.35)],
+)
+def test_each_8bit_likelihood_learns_and_reports_bits_per_dim(
+    mnist_root, tmp_path, likelihood, options, limit_train, factor
+):
+    config = TrainConfig(
+        data_dir=str(mnist_root),
+        likelihood=likelihood,
+        likelihood_options=options,
+        epochs=2,
+        limit_train=limit_train,
+        limit_test=500,
+        device="cpu",
+        out=str(tmp_path / "r"),
+    )
+    result = train(config)
+    spec = ModelSpec(
+        input_shape=(1, 28, 28), latent_dim=32, likelihood=likelihood, likelihood_options=options
+    )
+    test_x = prepare_fixed(
+        build_model(spec).likelihood, mnist(mnist_root, "test").images[:500], TEST_PREPARE_SEED
+    )
+    untrained = _untrained_neg_elbo(spec, test_x)
+    # Untrained, the density is spread over all 256 grey levels: about 784 ln 256 = 4347 nats.
+    assert untrained > 4000
+    final = result.metrics[-1]
+    assert all(math.isfinite(m["test_neg_elbo"]) for m in result.metrics)
+    assert final["test_neg_elbo"] < factor * untrained, (final["test_neg_elbo"], untrained)
+    assert final["test_bits_per_dim"] == pytest.approx(final["test_neg_elbo"] / (784 * math.log(2)))
+    assert load_model_header(result.run_dir)["model"]["likelihood_options"] == options
+
+
+def load_model_header(run_dir):
+    from vaecli.modelfile import model_path, read_header
+
+    return read_header(model_path(run_dir))

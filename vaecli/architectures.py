@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from vaecli.errors import UsageError
 from vaecli.options import as_int, int_list
 
 Shape = tuple[int, int, int]
@@ -28,21 +29,53 @@ def _mlp(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class PixelHead(nn.Module):
+    """Decoder output for many parameters per pixel (e.g. 256 logits): ``features`` numbers
+    per pixel, then one linear map to the parameters shared by all pixels, plus a bias per
+    pixel and parameter. Keeps the last layer small where a dense one would need
+    hidden x pixels x params weights."""
+
+    def __init__(self, in_width: int, params_per_pixel: int, input_shape: Shape, features: int) -> None:
+        super().__init__()
+        self.input_shape = input_shape
+        self.features = features
+        self.to_features = nn.Linear(in_width, math.prod(input_shape) * features)
+        self.to_params = nn.Linear(features, params_per_pixel, bias=False)
+        # Parameters last in memory: the add, its gradient and a softmax over them stay contiguous.
+        self.bias = nn.Parameter(torch.zeros(*input_shape, params_per_pixel))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        f = torch.relu(self.to_features(h)).view(h.shape[0], *self.input_shape, self.features)
+        return (self.to_params(f) + self.bias).movedim(-1, 1)
+
+
 def mlp(
     input_shape: Shape,
     latent_dim: int,
     params_per_pixel: int,
     hidden: str | Sequence[int] = (512, 256),
+    pixel_features: str | int = 16,
 ) -> tuple[nn.Module, nn.Module]:
-    """Fully connected encoder and decoder; ``hidden`` lists the encoder's hidden widths
-    (the decoder mirrors them)."""
+    """Fully connected encoder and decoder; ``hidden`` lists the encoder's hidden widths (the
+    decoder mirrors them). With more than two parameters per pixel the decoder ends in a
+    :class:`PixelHead` of ``pixel_features`` features per pixel."""
     widths = list(int_list(hidden, "hidden"))
     pixels = math.prod(input_shape)
     encoder = nn.Sequential(nn.Flatten(), _mlp([pixels, *widths, 2 * latent_dim]))
-    decoder = nn.Sequential(
-        _mlp([latent_dim, *reversed(widths), params_per_pixel * pixels]),
-        nn.Unflatten(1, (params_per_pixel, *input_shape)),
-    )
+    if params_per_pixel <= 2:
+        decoder = nn.Sequential(
+            _mlp([latent_dim, *reversed(widths), params_per_pixel * pixels]),
+            nn.Unflatten(1, (params_per_pixel, *input_shape)),
+        )
+    else:
+        features = as_int(pixel_features, "pixel_features")
+        if features < 1:
+            raise UsageError(f"option pixel_features must be at least 1, got {pixel_features}")
+        decoder = nn.Sequential(
+            _mlp([latent_dim, *reversed(widths)]),
+            nn.ReLU(),
+            PixelHead(widths[0], params_per_pixel, input_shape, features),
+        )
     return encoder, decoder
 
 

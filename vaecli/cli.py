@@ -124,6 +124,11 @@ def train(
     likelihood_opt: Annotated[
         list[str] | None, typer.Option(help="A likelihood option KEY=VALUE (repeatable).")
     ] = None,
+    sigma: Annotated[
+        str | None,
+        typer.Option(help="gaussian: a fixed sigma, 'learned' (one value) or 'pixel' (per pixel)."),
+    ] = None,
+    bins: Annotated[int | None, typer.Option(help="categorical: grey levels K, 2 to 256.")] = None,
     arch: Annotated[str, typer.Option(help="Architecture: mlp or conv (or a plugin's).")] = "mlp",
     arch_opt: Annotated[
         list[str] | None, typer.Option(help="An architecture option KEY=VALUE (repeatable).")
@@ -154,12 +159,15 @@ def train(
     arch_options = parse_key_values(arch_opt or [], "--arch-opt")
     if hidden is not None:
         arch_options["hidden"] = hidden
+    likelihood_options = parse_key_values(likelihood_opt or [], "--likelihood-opt")
+    shortcuts = {"sigma": sigma, "bins": bins}
+    likelihood_options.update({k: v for k, v in shortcuts.items() if v is not None})
     config = TrainConfig(
         data=data,
         data_dir=data_dir,
         data_options=parse_key_values(data_opt or [], "--data-opt"),
         likelihood=likelihood,
-        likelihood_options=parse_key_values(likelihood_opt or [], "--likelihood-opt"),
+        likelihood_options=likelihood_options,
         arch=arch,
         arch_options=arch_options,
         latent_dim=latent_dim,
@@ -184,7 +192,8 @@ def sample(
     n: Annotated[int, typer.Option("--n", help="How many images.")] = 64,
     seed: SeedOpt = 0,
     mode: Annotated[
-        str, typer.Option(help="mean (decoder means / probabilities) or sample (drawn pixels).")
+        str,
+        typer.Option(help="mean (expected pixels), sample (drawn pixels) or mode (categorical's argmax)."),
     ] = "mean",
     out: Annotated[str, typer.Option(help="Output file; - writes to stdout.")] = "samples.png",
     format: Annotated[

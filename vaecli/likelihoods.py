@@ -10,6 +10,7 @@ prepared images the shape (batch, channels, height, width) with values in [0, 1]
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaecli.errors import UsageError
+from vaecli.options import as_float, as_int
 
 
 class Likelihood(nn.Module):
@@ -28,6 +30,9 @@ class Likelihood(nn.Module):
     reports_bits_per_dim: ClassVar[bool] = False
 
     params_per_pixel: int = 1
+
+    def __init__(self) -> None:  # subclasses name their options as keyword arguments
+        super().__init__()
 
     def options(self) -> dict[str, Any]:
         """The options that rebuild this likelihood (stored in the model file)."""
@@ -92,3 +97,128 @@ class Bernoulli(Likelihood):
 
     def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.bernoulli(self.mean(params), generator=generator)
+
+
+LOG_256 = math.log(256.0)
+
+
+def dequantise(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """8-bit pixels to (x + u) / 256 with u ~ U[0, 1): a density on [0, 1) whose log, less
+    D log 256, is a lower bound on the discrete 8-bit log-likelihood."""
+    noise = torch.rand(images.shape, generator=generator, device=images.device)
+    return (images.float() + noise).div_(256.0)
+
+
+class Gaussian(Likelihood):
+    """Continuous pixels: N(mean, sigma^2) on uniformly dequantised 8-bit data.
+
+    ``sigma`` is a fixed number, ``learned`` (one value for all pixels) or ``pixel`` (the
+    decoder outputs a log-scale per pixel). Learned log-scales are bounded below by
+    ``LOG_SIGMA_MIN`` so a density can never collapse onto a point. ``log_prob`` includes
+    every constant and the -D log 256 of the dequantisation, so it is in nats of 8-bit images
+    and its bits/dim compare with the categorical decoder's.
+    """
+
+    name = "gaussian"
+    reports_bits_per_dim = True
+    LOG_SIGMA_MIN = -7.0  # sigma >= 0.0009, a quarter of one 8-bit level
+
+    def __init__(self, sigma: str | float = "pixel") -> None:
+        super().__init__()
+        self.sigma_option: str | float = sigma
+        self.fixed_log_sigma: float | None = None
+        if str(sigma) not in ("learned", "pixel"):
+            value = as_float(sigma, "sigma")
+            if not (value > 0 and math.isfinite(value)):
+                raise UsageError(f"option sigma must be positive, 'learned' or 'pixel', got '{sigma}'")
+            self.fixed_log_sigma = math.log(value)
+        self.params_per_pixel = 2 if str(sigma) == "pixel" else 1
+        self.raw_log_sigma = nn.Parameter(torch.zeros(())) if str(sigma) == "learned" else None
+
+    def options(self) -> dict[str, Any]:
+        return {"sigma": self.sigma_option}
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {"dequantise": "(pixel + u) / 256, u ~ U[0, 1)", "value_range": [0, 1]}
+
+    def prepare(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return dequantise(images, generator)
+
+    def log_sigma(self, params: torch.Tensor) -> torch.Tensor:
+        """log sigma, broadcastable against the means params[:, 0]."""
+        if self.fixed_log_sigma is not None:
+            return params.new_full((), self.fixed_log_sigma)
+        raw = self.raw_log_sigma if self.raw_log_sigma is not None else params[:, 1]
+        return self.LOG_SIGMA_MIN + F.softplus(raw - self.LOG_SIGMA_MIN)
+
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        mean, log_sigma = params[:, 0], self.log_sigma(params)
+        log_density = (
+            -0.5 * ((x - mean) * torch.exp(-log_sigma)) ** 2 - log_sigma - 0.5 * math.log(2 * math.pi)
+        )
+        log_density = log_density.expand_as(x).flatten(1).sum(1)
+        return log_density - x[0].numel() * LOG_256
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return params[:, 0].clamp(0, 1)
+
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        mean = params[:, 0]
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return (mean + eps * torch.exp(self.log_sigma(params))).clamp(0, 1)
+
+
+class Categorical(Likelihood):
+    """A K-way softmax per pixel and channel over the grey levels (K = ``bins``, 2 to 256).
+
+    8-bit pixels are quantised to K levels (level = pixel * K // 256, shown as level / (K-1));
+    ``log_prob`` is exact in nats of the K-level images, so with K = 256 it is the discrete
+    8-bit log-likelihood.
+    """
+
+    name = "categorical"
+    modes = ("mean", "mode", "sample")
+    reports_bits_per_dim = True
+
+    def __init__(self, bins: str | int = 256) -> None:
+        super().__init__()
+        self.bins = as_int(bins, "bins")
+        if not 2 <= self.bins <= 256:
+            raise UsageError(f"option bins must be from 2 to 256 (grey levels of 8-bit data), got {bins}")
+        self.params_per_pixel = self.bins
+
+    def options(self) -> dict[str, Any]:
+        return {"bins": self.bins}
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {"quantise": f"level = pixel * {self.bins} // 256", "value_range": [0, 1]}
+
+    def prepare(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        levels = torch.div(images.long() * self.bins, 256, rounding_mode="floor")
+        return levels.float().div_(self.bins - 1)
+
+    def levels(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * (self.bins - 1)).round_().long()
+
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        # Classes last, as rows of one 2-D matrix: the fastest cross_entropy, and free when the
+        # decoder already lays its logits out that way (PixelHead does); no softmax copy is kept.
+        logits = params.movedim(1, -1).reshape(-1, self.bins)
+        nll = F.cross_entropy(logits, self.levels(x).reshape(-1), reduction="none")
+        return -nll.view(x.shape[0], -1).sum(1)
+
+    def _values(self, params: torch.Tensor) -> torch.Tensor:
+        shape = (1, self.bins) + (1,) * (params.dim() - 2)
+        return torch.linspace(0, 1, self.bins, device=params.device, dtype=params.dtype).view(shape)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return (torch.softmax(params, dim=1) * self._values(params)).sum(1)
+
+    def mode(self, params: torch.Tensor) -> torch.Tensor:
+        return params.argmax(dim=1).float().div_(self.bins - 1)
+
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        # Gumbel-max: argmax(logits + Gumbel noise) is a draw from the softmax.
+        u = torch.rand(params.shape, generator=generator, device=params.device, dtype=params.dtype)
+        gumbel = -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
+        return (params + gumbel).argmax(dim=1).float().div_(self.bins - 1)

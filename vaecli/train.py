@@ -21,7 +21,7 @@ from vaecli.evaluation import mean_elbo
 from vaecli.fileio import write_bytes_atomic, write_text_atomic
 from vaecli.images import grid_png
 from vaecli.likelihoods import Likelihood
-from vaecli.model import VAE, ModelSpec, build_model
+from vaecli.model import VAE, ModelSpec, build_likelihood, build_model
 from vaecli.modelfile import MODEL_FILE, save_model
 from vaecli.options import call_with_options
 from vaecli.runs import check_run_dir, default_run_dir, make_run_dir
@@ -77,6 +77,7 @@ class TrainConfig:
             ("architecture", self.arch),
         ):
             registry.BY_KIND[kind].entry(name)
+        build_likelihood(self.likelihood, self.likelihood_options)  # checks its options now
 
 
 class TrainObserver(Protocol):

@@ -1,0 +1,146 @@
+"""Each likelihood against torch.distributions and hand computations; options and modes."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Categorical as TorchCategorical
+from torch.distributions import Normal
+
+from vaecli.errors import UsageError
+from vaecli.evaluation import bits_per_dim
+from vaecli.likelihoods import Bernoulli, Categorical, Gaussian, dequantise
+from vaecli.model import ModelSpec, build_likelihood, build_model
+
+SHAPE = (2, 5, 7)  # channels, height, width: a colour-like shape catches axis mistakes
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_gaussian_fixed_sigma_against_normal_with_dequantisation_constant():
+    g = _gen()
+    x = dequantise(torch.randint(0, 256, (4, *SHAPE), dtype=torch.uint8, generator=g), g).double()
+    params = torch.rand(4, 1, *SHAPE, generator=g, dtype=torch.float64)
+    ours = Gaussian(sigma="0.2").double().log_prob(x, params)
+    density = Normal(params[:, 0], 0.2).log_prob(x).flatten(1).sum(1)
+    torch.testing.assert_close(ours, density - math.prod(SHAPE) * math.log(256))
+
+
+def test_gaussian_learned_sigmas_against_normal():
+    g = _gen(1)
+    x = torch.rand(3, *SHAPE, generator=g, dtype=torch.float64)
+    per_pixel = Gaussian(sigma="pixel").double()
+    assert per_pixel.params_per_pixel == 2
+    params = torch.randn(3, 2, *SHAPE, generator=g, dtype=torch.float64)
+    sigma = torch.exp(
+        Gaussian.LOG_SIGMA_MIN + torch.nn.functional.softplus(params[:, 1] - Gaussian.LOG_SIGMA_MIN)
+    )
+    expected = Normal(params[:, 0], sigma).log_prob(x).flatten(1).sum(1) - math.prod(SHAPE) * math.log(256)
+    torch.testing.assert_close(per_pixel.log_prob(x, params), expected)
+
+    one = Gaussian(sigma="learned").double()
+    assert [n for n, _ in one.named_parameters()] == ["raw_log_sigma"]
+    with torch.no_grad():
+        one.raw_log_sigma.fill_(-1.3)
+    sigma = math.exp(Gaussian.LOG_SIGMA_MIN + math.log1p(math.exp(-1.3 - Gaussian.LOG_SIGMA_MIN)))
+    expected = Normal(params[:, 0], sigma).log_prob(x).flatten(1).sum(1) - math.prod(SHAPE) * math.log(256)
+    torch.testing.assert_close(one.log_prob(x, params[:, :1]), expected)
+
+
+def test_gaussian_log_scale_cannot_collapse():
+    params = torch.zeros(1, 2, 1, 1, 1)
+    params[:, 1] = -1e4  # the decoder asks for sigma -> 0
+    assert Gaussian(sigma="pixel").log_sigma(params).item() >= Gaussian.LOG_SIGMA_MIN
+    assert torch.isfinite(Gaussian(sigma="pixel").log_prob(torch.full((1, 1, 1, 1), 0.5), params)).all()
+
+
+def test_dequantised_gaussian_bits_per_dim_by_hand():
+    # One 8-bit image of 4 pixels, values 0, 64, 128, 255, and u = 0.5 for each: y = (x + 0.5) / 256.
+    pixels = torch.tensor([0.0, 64.0, 128.0, 255.0])
+    y = ((pixels + 0.5) / 256).view(1, 1, 2, 2)
+    mean, sigma = 0.25, 0.5
+    by_hand_nats = 0.0
+    for value in y.flatten().tolist():
+        by_hand_nats += 0.5 * math.log(2 * math.pi * sigma**2) + (value - mean) ** 2 / (2 * sigma**2)
+    by_hand_nats += 4 * math.log(256)  # each pixel's bin has width 1/256
+    by_hand_bpd = by_hand_nats / (4 * math.log(2))
+    nats = -Gaussian(sigma=sigma).log_prob(y, torch.full((1, 1, 1, 2, 2), mean)).item()
+    assert nats == pytest.approx(by_hand_nats, rel=1e-6)
+    assert bits_per_dim(nats, 4) == pytest.approx(by_hand_bpd, rel=1e-6)
+
+
+def test_dequantisation_stays_inside_each_pixels_bin():
+    images = torch.randint(0, 256, (50, *SHAPE), dtype=torch.uint8)
+    y = Gaussian().prepare(images, _gen())
+    assert torch.equal(torch.floor(y * 256).to(torch.uint8), images)
+
+
+@pytest.mark.parametrize("bins", [256, 16, 2])
+def test_categorical_against_torch_categorical(bins):
+    g = _gen(2)
+    lik = Categorical(bins=bins).double()
+    images = torch.randint(0, 256, (3, *SHAPE), dtype=torch.uint8, generator=g)
+    x = lik.prepare(images).double()
+    levels = torch.div(images.long() * bins, 256, rounding_mode="floor")
+    torch.testing.assert_close(lik.levels(x), levels)
+    params = torch.randn(3, bins, *SHAPE, generator=g, dtype=torch.float64) * 3
+    reference = TorchCategorical(logits=params.movedim(1, -1)).log_prob(levels).flatten(1).sum(1)
+    torch.testing.assert_close(lik.log_prob(x, params), reference)
+    # The same numbers when the decoder lays its logits out classes-last (as PixelHead does).
+    classes_last = params.movedim(1, -1).contiguous().movedim(-1, 1)
+    torch.testing.assert_close(lik.log_prob(x, classes_last), reference)
+
+
+def test_categorical_mean_mode_and_sample():
+    lik = Categorical(bins=4)
+    logits = torch.log(torch.tensor([0.1, 0.2, 0.3, 0.4])).view(1, 4, 1, 1, 1)
+    assert lik.mean(logits).item() == pytest.approx((0 * 0.1 + 1 * 0.2 + 2 * 0.3 + 3 * 0.4) / 3)
+    assert lik.mode(logits).item() == 1.0
+    draws = lik.sample(logits.expand(20000, 4, 1, 1, 1), _gen(3)).flatten()
+    frequencies = torch.bincount((draws * 3).round().long(), minlength=4).float() / draws.numel()
+    torch.testing.assert_close(frequencies, torch.tensor([0.1, 0.2, 0.3, 0.4]), atol=0.015, rtol=0)
+
+
+def test_modes_per_likelihood():
+    assert Bernoulli.modes == ("mean", "sample")
+    assert Gaussian.modes == ("mean", "sample")
+    assert Categorical.modes == ("mean", "mode", "sample")
+    with pytest.raises(UsageError, match="likelihood 'bernoulli' has no mode 'mode'"):
+        Bernoulli().check_mode("mode")
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("bernoulli", {"sigma": "0.1"}, "likelihood 'bernoulli' has no option 'sigma'"),
+        ("categorical", {"bins": "1"}, "bins must be from 2 to 256"),
+        ("categorical", {"bins": "300"}, "bins must be from 2 to 256"),
+        ("categorical", {"bins": "many"}, "integer"),
+        ("gaussian", {"sigma": "-1"}, "sigma must be positive"),
+        ("gaussian", {"sigma": "wide"}, "sigma wants a number"),
+        ("gaussian", {"bins": "4"}, "no option 'bins'"),
+        ("poisson", {}, "unknown likelihood 'poisson'"),
+    ],
+)
+def test_bad_likelihood_options(name, options, message):
+    with pytest.raises(UsageError, match=message):
+        build_likelihood(name, options)
+
+
+@pytest.mark.parametrize(
+    ("likelihood", "options", "arch"),
+    [
+        ("gaussian", {"sigma": "pixel"}, "mlp"),
+        ("gaussian", {"sigma": "learned"}, "conv"),
+        ("categorical", {}, "mlp"),
+        ("categorical", {"bins": "16"}, "conv"),
+    ],
+)
+def test_models_for_every_likelihood_and_architecture(likelihood, options, arch):
+    spec = ModelSpec((1, 28, 28), 4, architecture=arch, likelihood=likelihood, likelihood_options=options)
+    model = build_model(spec)
+    x = model.likelihood.prepare(torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8))
+    terms = model.elbo(x)
+    assert terms.elbo.shape == (3,) and torch.isfinite(terms.elbo).all()
