@@ -237,3 +237,10 @@ def test_categorical_and_gaussian_models_sample_in_their_modes(in_tmp, capsys):
     assert code == 0, err
     code, _, err = run(capsys, "sample", "gauss", "--mode", "mode", "--out", "x.png")
     assert code == 2 and "has no mode 'mode' (it has: mean, sample)" in one_error_line(err)
+
+
+def test_cli_module_does_not_import_torch():
+    """`vae --help` and usage errors stay fast: torch loads only when a command does work."""
+    code = "import sys, vaecli.cli; from vaecli.config import TrainConfig; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

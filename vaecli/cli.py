@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import vaecli
+from vaecli.config import TrainConfig
 from vaecli.errors import UsageError, VaeError
 
 try:  # typer >= 0.20 ships its own copy of click
@@ -120,7 +121,9 @@ def train(
     data_opt: Annotated[
         list[str] | None, typer.Option(help="A dataset option KEY=VALUE (repeatable).")
     ] = None,
-    likelihood: Annotated[str, typer.Option(help="Decoder distribution, e.g. bernoulli.")] = "bernoulli",
+    likelihood: Annotated[
+        str, typer.Option(help="Decoder distribution, e.g. bernoulli.")
+    ] = TrainConfig.likelihood,
     likelihood_opt: Annotated[
         list[str] | None, typer.Option(help="A likelihood option KEY=VALUE (repeatable).")
     ] = None,
@@ -129,18 +132,20 @@ def train(
         typer.Option(help="gaussian: a fixed sigma, 'learned' (one value) or 'pixel' (per pixel)."),
     ] = None,
     bins: Annotated[int | None, typer.Option(help="categorical: grey levels K, 2 to 256.")] = None,
-    arch: Annotated[str, typer.Option(help="Architecture: mlp or conv (or a plugin's).")] = "mlp",
+    arch: Annotated[str, typer.Option(help="Architecture: mlp or conv (or a plugin's).")] = TrainConfig.arch,
     arch_opt: Annotated[
         list[str] | None, typer.Option(help="An architecture option KEY=VALUE (repeatable).")
     ] = None,
     hidden: Annotated[
         str | None, typer.Option(help="Hidden widths, e.g. 512,256 (same as --arch-opt hidden=...).")
     ] = None,
-    latent_dim: Annotated[int, typer.Option(help="Size of z.")] = 32,
-    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 30,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 128,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (peak of the schedule).")] = 1e-3,
-    lr_schedule: Annotated[str, typer.Option(help="cosine (to 0 over the run) or constant.")] = "cosine",
+    latent_dim: Annotated[int, typer.Option(help="Size of z.")] = TrainConfig.latent_dim,
+    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = TrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = TrainConfig.batch_size,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (peak of the schedule).")] = TrainConfig.lr,
+    lr_schedule: Annotated[
+        str, typer.Option(help="cosine (to 0 over the run) or constant.")
+    ] = TrainConfig.lr_schedule,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     out: Annotated[
@@ -153,7 +158,6 @@ def train(
 ) -> None:
     """Train a VAE; prints the run folder on stdout when done."""
     from vaecli.options import parse_key_values
-    from vaecli.train import TrainConfig
     from vaecli.train import train as run_training
 
     arch_options = parse_key_values(arch_opt or [], "--arch-opt")

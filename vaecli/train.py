@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,6 +14,7 @@ import yaml
 
 import vaecli
 from vaecli import registry
+from vaecli.config import TrainConfig
 from vaecli.datasets import ImageData, resolve_data_dir
 from vaecli.devices import choose_device
 from vaecli.errors import UsageError
@@ -21,63 +22,13 @@ from vaecli.evaluation import mean_elbo
 from vaecli.fileio import write_bytes_atomic, write_text_atomic
 from vaecli.images import grid_png
 from vaecli.likelihoods import Likelihood
-from vaecli.model import VAE, ModelSpec, build_likelihood, build_model
+from vaecli.model import VAE, ModelSpec, build_model
 from vaecli.modelfile import MODEL_FILE, save_model
 from vaecli.options import call_with_options
 from vaecli.runs import check_run_dir, default_run_dir, make_run_dir
 
 TEST_PREPARE_SEED = 0  # the test set is prepared (e.g. binarised) once, the same in every run
 SAMPLE_SEED = 0  # the per-epoch sample grids decode the same z every epoch
-LR_SCHEDULES = ("cosine", "constant")
-
-
-@dataclass
-class TrainConfig:
-    """Every training option; ``vae train`` fills one from its flags."""
-
-    data: str = "mnist"
-    data_dir: str | None = None
-    data_options: dict[str, Any] = field(default_factory=dict)
-    likelihood: str = "bernoulli"
-    likelihood_options: dict[str, Any] = field(default_factory=dict)
-    arch: str = "mlp"
-    arch_options: dict[str, Any] = field(default_factory=dict)
-    latent_dim: int = 32
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"
-    seed: int = 0
-    device: str = "auto"
-    out: str | None = None
-    force: bool = False
-    limit_train: int | None = None
-    limit_test: int | None = None
-
-    def validate(self) -> None:
-        """Reject impossible values before any work starts."""
-        positive = {
-            "--epochs": self.epochs,
-            "--batch-size": self.batch_size,
-            "--latent-dim": self.latent_dim,
-        }
-        for flag, value in positive.items():
-            if value < 1:
-                raise UsageError(f"{flag} must be at least 1, got {value}")
-        for flag, value in {"--limit-train": self.limit_train, "--limit-test": self.limit_test}.items():
-            if value is not None and value < 1:
-                raise UsageError(f"{flag} must be at least 1, got {value}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UsageError(f"--lr must be a positive number, got {self.lr}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise UsageError(f"unknown --lr-schedule '{self.lr_schedule}' (use {', '.join(LR_SCHEDULES)})")
-        for kind, name in (
-            ("dataset", self.data),
-            ("likelihood", self.likelihood),
-            ("architecture", self.arch),
-        ):
-            registry.BY_KIND[kind].entry(name)
-        build_likelihood(self.likelihood, self.likelihood_options)  # checks its options now
 
 
 class TrainObserver(Protocol):
