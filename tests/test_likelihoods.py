@@ -7,9 +7,10 @@ import torch
 from torch.distributions import Categorical as TorchCategorical
 from torch.distributions import Normal
 
+from vaecli import likelihoods
 from vaecli.errors import UsageError
 from vaecli.evaluation import bits_per_dim
-from vaecli.likelihoods import Bernoulli, Categorical, Gaussian, dequantise
+from vaecli.likelihoods import Bernoulli, Categorical, ChunkedCrossEntropy, Gaussian, dequantise
 from vaecli.model import ModelSpec, build_likelihood, build_model
 
 SHAPE = (2, 5, 7)  # channels, height, width: a colour-like shape catches axis mistakes
@@ -91,6 +92,23 @@ def test_categorical_against_torch_categorical(bins):
     # The same numbers when the decoder lays its logits out classes-last (as PixelHead does).
     classes_last = params.movedim(1, -1).contiguous().movedim(-1, 1)
     torch.testing.assert_close(lik.log_prob(x, classes_last), reference)
+
+
+def test_chunked_cross_entropy_gradient_against_torch(monkeypatch):
+    """The categorical's own cross-entropy (chunked, recomputing the softmax) has the value and
+    the gradient of torch's, also when the rows span several chunks."""
+    monkeypatch.setattr(likelihoods, "CROSS_ENTROPY_CHUNK_BYTES", 7 * 16 * 8)  # 7 rows a chunk
+    torch.manual_seed(3)
+    logits = (4 * torch.randn(50, 16, dtype=torch.float64)).requires_grad_()
+    target = torch.randint(0, 16, (50,))
+    weights = torch.rand(50, dtype=torch.float64)
+    ours = ChunkedCrossEntropy.apply(logits, target)
+    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), logits)
+    reference = -TorchCategorical(logits=logits).log_prob(target)
+    (grad_reference,) = torch.autograd.grad((reference * weights).sum(), logits)
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(grad_ours, grad_reference)
+    assert torch.autograd.gradcheck(lambda z: ChunkedCrossEntropy.apply(z, target), (logits,))
 
 
 def test_categorical_mean_mode_and_sample():

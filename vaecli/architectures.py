@@ -46,7 +46,9 @@ class PixelHead(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         f = torch.relu(self.to_features(h)).view(h.shape[0], *self.input_shape, self.features)
-        return (self.to_params(f) + self.bias).movedim(-1, 1)
+        logits = self.to_params(f)
+        logits += self.bias  # in place: no second logits-sized tensor
+        return logits.movedim(-1, 1)
 
 
 def mlp(

@@ -168,6 +168,39 @@ class Gaussian(Likelihood):
         return (mean + eps * torch.exp(self.log_sigma(params))).clamp(0, 1)
 
 
+CROSS_ENTROPY_CHUNK_BYTES = 4 << 20  # a chunk of logits that stays in the CPU's cache
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """-log softmax(logits)[target] per row of a (N, K) matrix, computed in cache-sized chunks.
+
+    ``F.cross_entropy`` writes a full log-softmax, and its backward a zero-filled full gradient
+    before the softmax gradient: with K = 256 logits per pixel these are the largest tensors of
+    a training step. Here the forward keeps only one logsumexp per row, and the backward
+    recomputes softmax - onehot chunk by chunk straight into the one gradient tensor.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.contiguous()
+        rows = max(1, CROSS_ENTROPY_CHUNK_BYTES // (logits.shape[1] * logits.element_size()))
+        lse = torch.cat([torch.logsumexp(chunk, dim=1) for chunk in logits.split(rows)])
+        ctx.save_for_backward(logits, target, lse)
+        ctx.rows = rows
+        return lse - logits.gather(1, target.unsqueeze(1)).squeeze(1)
+
+    @staticmethod
+    def backward(ctx: Any, grad_nll: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, target, lse = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        for start in range(0, logits.shape[0], ctx.rows):
+            rows = slice(start, start + ctx.rows)
+            chunk = torch.sub(logits[rows], lse[rows, None], out=grad[rows]).exp_()  # the softmax
+            chunk.scatter_add_(1, target[rows, None], chunk.new_full((chunk.shape[0], 1), -1.0))
+            chunk.mul_(grad_nll[rows, None])
+        return grad, None
+
+
 class Categorical(Likelihood):
     """A K-way softmax per pixel and channel over the grey levels (K = ``bins``, 2 to 256).
 
@@ -201,10 +234,10 @@ class Categorical(Likelihood):
         return (x * (self.bins - 1)).round_().long()
 
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        # Classes last, as rows of one 2-D matrix: the fastest cross_entropy, and free when the
-        # decoder already lays its logits out that way (PixelHead does); no softmax copy is kept.
+        # Classes last, as rows of one 2-D matrix: free when the decoder already lays its logits
+        # out that way (PixelHead does).
         logits = params.movedim(1, -1).reshape(-1, self.bins)
-        nll = F.cross_entropy(logits, self.levels(x).reshape(-1), reduction="none")
+        nll = ChunkedCrossEntropy.apply(logits, self.levels(x).reshape(-1))
         return -nll.view(x.shape[0], -1).sum(1)
 
     def _values(self, params: torch.Tensor) -> torch.Tensor:
