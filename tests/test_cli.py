@@ -125,7 +125,7 @@ def test_sample_as_safetensors(small_run, tmp_path, capsys):
         (["train", "--arch-opt", "depth=3"], 2, "no option 'depth'"),
         (["train", "--lr-schedule", "step"], 2, "--lr-schedule"),
         (["train", "--bogus"], 2, "No such option"),
-        (["train", "--sigma", "0.1"], 2, "likelihood 'bernoulli' has no option 'sigma'"),
+        (["train", "--sigma", "0.1"], 2, "likelihood 'bernoulli' (vaecli 0.1.0) has no option 'sigma'"),
         (["train", "--likelihood", "categorical", "--bins", "1"], 2, "bins must be from 2 to 256"),
         (["train", "--likelihood", "categorical", "--bins", "300"], 2, "bins must be from 2 to 256"),
         (["train", "--likelihood", "gaussian", "--sigma", "-2"], 2, "sigma must be positive"),

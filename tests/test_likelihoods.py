@@ -132,7 +132,7 @@ def test_modes_per_likelihood():
 @pytest.mark.parametrize(
     ("name", "options", "message"),
     [
-        ("bernoulli", {"sigma": "0.1"}, "likelihood 'bernoulli' has no option 'sigma'"),
+        ("bernoulli", {"sigma": "0.1"}, "has no option 'sigma'"),
         ("categorical", {"bins": "1"}, "bins must be from 2 to 256"),
         ("categorical", {"bins": "300"}, "bins must be from 2 to 256"),
         ("categorical", {"bins": "many"}, "integer"),

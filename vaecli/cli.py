@@ -222,6 +222,36 @@ def sample(
         stderr.print(f"wrote {n} samples to {out}")
 
 
+@app.command()
+def plugins(
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout instead.")] = False,
+) -> None:
+    """List every dataset, architecture and likelihood, with its package and version."""
+    import json
+
+    from rich.table import Table
+
+    from vaecli.registry import survey
+
+    statuses = survey()
+    if json_output:
+        groups: dict[str, list[dict[str, Any]]] = {"datasets": [], "architectures": [], "likelihoods": []}
+        for status in statuses:
+            groups[f"{status.entry.kind}s"].append(status.to_dict())
+        print(json.dumps(groups, indent=2))
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("kind", "name", "package", "version", "status"):
+        table.add_column(column)
+    for status in statuses:
+        entry = status.entry
+        state = "ok" if status.error is None else f"[red]failed[/red]: {status.error}"
+        if status.clashes:
+            state += f" (also in {', '.join(status.clashes)}: name one as DIST:NAME)"
+        table.add_row(entry.kind, entry.name, entry.distribution, entry.version, state)
+    Console(soft_wrap=True).print(table)
+
+
 def _check_output(out: str, force: bool) -> None:
     if out == "-":
         if sys.stdout.isatty():

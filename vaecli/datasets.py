@@ -23,17 +23,33 @@ SPLITS = ("train", "test")
 
 @dataclass
 class ImageData:
-    """A split of a dataset: uint8 images (N, C, H, W) and optional integer labels (N,)."""
+    """A split of a dataset: uint8 images (N, C, H, W) and optional integer labels (N,).
+
+    Float images with values in [0, 1] are accepted and quantised to 8 bits (round(255 x)):
+    every likelihood models 8-bit pixels.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor | None
     name: str
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+        if not isinstance(self.images, torch.Tensor) or self.images.dim() != 4:
+            got = tuple(self.images.shape) if isinstance(self.images, torch.Tensor) else type(self.images)
+            raise VaeError(f"dataset '{self.name}' must give images of shape (N, C, H, W), got {got}")
+        if self.images.is_floating_point():
+            low, high = self.images.min().item(), self.images.max().item()
+            if not (0.0 <= low and high <= 1.0):
+                raise VaeError(
+                    f"dataset '{self.name}' gave float images with values in [{low:g}, {high:g}]; "
+                    "float images must lie in [0, 1] (or give uint8 0..255)"
+                )
+            self.images = self.images.mul(255.0).round_().to(torch.uint8)
+        elif self.images.dtype != torch.uint8:
+            raise VaeError(f"dataset '{self.name}' must give uint8 or float images, got {self.images.dtype}")
+        if self.labels is not None and len(self.labels) != len(self.images):
             raise VaeError(
-                f"dataset '{self.name}' must give uint8 images of shape (N, C, H, W), "
-                f"got {self.images.dtype} {tuple(self.images.shape)}"
+                f"dataset '{self.name}' gave {len(self.labels)} labels for {len(self.images)} images"
             )
 
     @property

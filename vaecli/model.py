@@ -87,9 +87,10 @@ class ModelSpec:
 def build_likelihood(name: str, options: dict[str, Any]) -> Likelihood:
     """The registered likelihood ``name`` made with ``options``."""
     factory = registry.likelihoods.load(name)
-    likelihood = call_with_options(factory, f"likelihood '{name}'", (), options)
+    what = registry.likelihoods.describe(name)
+    likelihood = call_with_options(factory, what, (), options)
     if not isinstance(likelihood, Likelihood):
-        raise VaeError(f"likelihood '{name}' did not give a vaecli Likelihood")
+        raise VaeError(f"{what} did not give a vaecli Likelihood (got {type(likelihood).__name__})")
     return likelihood
 
 
@@ -97,9 +98,12 @@ def build_model(spec: ModelSpec) -> VAE:
     """Build a VAE from registered parts and check that their shapes fit together."""
     likelihood = build_likelihood(spec.likelihood, spec.likelihood_options)
     factory = registry.architectures.load(spec.architecture)
-    what = f"architecture '{spec.architecture}'"
+    what = registry.architectures.describe(spec.architecture)
     args = (tuple(spec.input_shape), spec.latent_dim, likelihood.params_per_pixel)
-    encoder, decoder = call_with_options(factory, what, args, spec.architecture_options)
+    built = call_with_options(factory, what, args, spec.architecture_options)
+    if not (isinstance(built, tuple) and len(built) == 2 and all(isinstance(m, nn.Module) for m in built)):
+        raise VaeError(f"{what} must return (encoder, decoder) torch modules, got {type(built).__name__}")
+    encoder, decoder = built
     model = VAE(encoder, decoder, likelihood, spec.latent_dim)
     _check_shapes(model, spec, what)
     model.spec = spec

@@ -14,7 +14,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 import vaecli
-from vaecli.errors import VaeError
+from vaecli import registry
+from vaecli.errors import UsageError, VaeError
 from vaecli.fileio import atomic_path
 from vaecli.model import VAE, ModelSpec, build_model
 
@@ -82,7 +83,8 @@ def load_model(
         spec = ModelSpec(**{**spec, "input_shape": tuple(spec["input_shape"])})
     except (KeyError, TypeError) as exc:
         raise VaeError(f"{path} has an incomplete model description ({exc})") from exc
-    model = build_model(spec)
+    model = build_model(_with_installed_parts(spec, header, path))
+    model.spec = spec  # as trained, so a re-saved model reads the same
     try:
         state = load_file(str(path))
         model.load_state_dict(state, strict=True)
@@ -90,3 +92,29 @@ def load_model(
         first = str(exc).strip().splitlines()[0]
         raise VaeError(f"{path}: its tensors do not fit its own model description ({first})") from exc
     return model.to(device).eval(), header
+
+
+def _with_installed_parts(spec: ModelSpec, header: dict[str, Any], path: Path) -> ModelSpec:
+    """``spec`` naming the architecture and likelihood as DIST:NAME when the distribution that
+    trained the model provides them; a missing plugin is an error that says what to install."""
+    parts = header.get("parts", {})
+    names = {}
+    for kind, name in (("architecture", spec.architecture), ("likelihood", spec.likelihood)):
+        recorded = parts.get(kind, {})
+        dist = recorded.get("distribution")
+        try:
+            bare = recorded.get("name", name)
+            entry = registry.BY_KIND[kind].entry(f"{dist}:{bare}" if dist else name)
+        except UsageError:
+            try:
+                entry = registry.BY_KIND[kind].entry(name)
+            except UsageError:
+                where = f" from the package {dist} {recorded.get('version', '')}".rstrip() if dist else ""
+                hint = f": pip install {dist}" if dist else ""
+                raise VaeError(
+                    f"{path} needs the {kind} '{name}'{where}, which is not installed{hint}"
+                ) from None
+        names[kind] = entry.qualified_name if dist and entry.distribution == dist else name
+    return ModelSpec(
+        **{**asdict(spec), "architecture": names["architecture"], "likelihood": names["likelihood"]}
+    )

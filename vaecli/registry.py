@@ -83,6 +83,11 @@ class Registry:
             )
         return matches[0]
 
+    def describe(self, name: str) -> str:
+        """``kind 'name' (distribution version)``, for messages about what a plugin did."""
+        entry = self.entry(name)
+        return f"{self.kind} '{entry.name}' ({entry.distribution} {entry.version})"
+
     def load(self, name: str) -> Any:
         """Import and return the object registered as ``name``."""
         entry = self.entry(name)
@@ -102,3 +107,43 @@ architectures = Registry("architecture")
 likelihoods = Registry("likelihood")
 
 BY_KIND = {r.kind: r for r in (datasets, architectures, likelihoods)}
+
+
+@dataclass(frozen=True)
+class EntryStatus:
+    """An entry and whether it imports: what ``vae plugins`` lists."""
+
+    entry: Entry
+    error: str | None
+    clashes: tuple[str, ...]  # the other distributions registering the same name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.entry.kind,
+            "name": self.entry.name,
+            "qualified_name": self.entry.qualified_name,
+            "distribution": self.entry.distribution,
+            "version": self.entry.version,
+            "target": self.entry.entry_point.value,
+            "loaded": self.error is None,
+            "error": self.error,
+            "also_registered_by": list(self.clashes),
+        }
+
+
+def survey() -> list[EntryStatus]:
+    """Every registered dataset, architecture and likelihood, each imported to check that it
+    loads; a failure is recorded (and warned about), never raised."""
+    statuses = []
+    for registry in BY_KIND.values():
+        entries = registry.entries()
+        for entry in entries:
+            clashes = tuple(e.distribution for e in entries if e.name == entry.name and e != entry)
+            try:
+                registry.load(entry.qualified_name)
+                error = None
+            except VaeError as exc:
+                error = str(exc)
+                warnings.warn(error, stacklevel=2)
+            statuses.append(EntryStatus(entry, error, clashes))
+    return statuses

@@ -17,7 +17,7 @@ from vaecli import registry
 from vaecli.config import TrainConfig
 from vaecli.datasets import ImageData, resolve_data_dir
 from vaecli.devices import choose_device
-from vaecli.errors import UsageError
+from vaecli.errors import UsageError, VaeError
 from vaecli.evaluation import mean_elbo
 from vaecli.fileio import write_bytes_atomic, write_text_atomic
 from vaecli.images import grid_png
@@ -50,9 +50,10 @@ def load_split(config: TrainConfig, split: str) -> ImageData:
     """The ``split`` of the configured dataset, cut to --limit-train/--limit-test."""
     factory = registry.datasets.load(config.data)
     root = resolve_data_dir(config.data_dir)
-    data = call_with_options(factory, f"dataset '{config.data}'", (root, split), config.data_options)
+    what = registry.datasets.describe(config.data)
+    data = call_with_options(factory, what, (root, split), config.data_options)
     if not isinstance(data, ImageData):
-        raise UsageError(f"dataset '{config.data}' did not give vaecli ImageData")
+        raise VaeError(f"{what} did not give vaecli ImageData (got {type(data).__name__})")
     limit = config.limit_train if split == "train" else config.limit_test
     if limit is not None:
         data = ImageData(data.images[:limit], None if data.labels is None else data.labels[:limit], data.name)
@@ -106,6 +107,7 @@ def train(config: TrainConfig, observer: TrainObserver | None = None) -> TrainRe
     make_run_dir(run_dir, config.force)
     resolved = {**asdict(config), "out": str(run_dir), "force": False}
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    parts = model_parts(config)
     info = {
         "data": {
             "name": config.data,
@@ -115,7 +117,8 @@ def train(config: TrainConfig, observer: TrainObserver | None = None) -> TrainRe
             "preprocessing": likelihood.preprocessing(),
         },
         "training": resolved,
-        "plugins": plugin_distributions(config),
+        "parts": parts,
+        "plugins": plugin_distributions(parts),
     }
 
     optimizer = make_optimizer(model, config.lr)
@@ -172,14 +175,19 @@ def train(config: TrainConfig, observer: TrainObserver | None = None) -> TrainRe
     return TrainResult(run_dir=run_dir, model_path=run_dir / MODEL_FILE, metrics=history)
 
 
-def plugin_distributions(config: TrainConfig) -> dict[str, str]:
-    """The distributions (and versions) that provide this run's dataset, model and likelihood."""
-    needed = {"vaecli": vaecli.__version__}
+def model_parts(config: TrainConfig) -> dict[str, dict[str, str]]:
+    """Which distribution (and version) provides this run's dataset, architecture and likelihood."""
+    parts = {}
     for kind, name in (
         ("dataset", config.data),
         ("architecture", config.arch),
         ("likelihood", config.likelihood),
     ):
         entry = registry.BY_KIND[kind].entry(name)
-        needed[entry.distribution] = entry.version
-    return needed
+        parts[kind] = {"name": entry.name, "distribution": entry.distribution, "version": entry.version}
+    return parts
+
+
+def plugin_distributions(parts: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The distributions a model needs, with versions: vaecli and those providing its parts."""
+    return {"vaecli": vaecli.__version__, **{p["distribution"]: p["version"] for p in parts.values()}}
