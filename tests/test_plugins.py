@@ -1,0 +1,213 @@
+"""Plugins through entry points: built-ins, broken and clashing plugins, missing plugins for a
+saved model, plugins that return the wrong thing, and a real plugin package installed with pip."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vaecli import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+VAE = str(Path(sys.executable).parent / "vae")
+BUDGET = ["--epochs", "1", "--limit-train", "500", "--limit-test", "100", "--latent-dim", "2"]
+TINY = [*BUDGET, "--hidden", "16"]
+
+
+def fake_distribution(
+    site: Path, name: str, entry_points: dict[str, dict[str, str]], modules: dict[str, str]
+):
+    """A distribution as pip leaves it (a .dist-info folder with entry_points.txt) plus its modules."""
+    info = site / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    lines = []
+    for group, entries in entry_points.items():
+        lines += [f"[{group}]", *(f"{key} = {value}" for key, value in entries.items()), ""]
+    (info / "entry_points.txt").write_text("\n".join(lines))
+    for module, source in modules.items():
+        (site / f"{module}.py").write_text(source)
+
+
+def vae(*argv: str, site: Path | None = None, mnist_root: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ}
+    if site is not None:
+        env["PYTHONPATH"] = str(site)
+    if mnist_root is not None:
+        env["VAECLI_DATA_DIR"] = str(mnist_root)
+    return subprocess.run([VAE, *argv], capture_output=True, text=True, env=env, timeout=600)
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if not line.startswith("vae: warning:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def test_builtins_are_found_through_their_declared_entry_points():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    for kind, reg in registry.BY_KIND.items():
+        ours = {e.name: e.entry_point.value for e in reg.entries() if e.distribution == "vaecli"}
+        assert ours == declared[reg.group], kind
+    assert {"mnist"} <= set(registry.datasets.names())
+    assert {"mlp", "conv"} <= set(registry.architectures.names())
+    assert {"bernoulli", "gaussian", "categorical"} <= set(registry.likelihoods.names())
+
+
+def test_broken_plugin_is_reported_and_does_not_break_other_commands(tmp_path, mnist_root):
+    site = tmp_path / "site"
+    fake_distribution(
+        site,
+        "broken-vae-plugin",
+        {"vaecli.datasets": {"brokenset": "broken_vae_plugin:factory"}},
+        {"broken_vae_plugin": "raise ImportError('needs libfoo, which is not installed')\n"},
+    )
+    listing = vae("plugins", site=site)
+    assert listing.returncode == 0
+    assert "brokenset" in listing.stdout and "failed" in listing.stdout
+    assert "broken-vae-plugin" in listing.stderr and "needs libfoo" in listing.stderr
+    entries = json.loads(vae("plugins", "--json", site=site).stdout)["datasets"]
+    broken = next(e for e in entries if e["name"] == "brokenset")
+    assert broken["loaded"] is False and "needs libfoo" in broken["error"]
+    assert broken["distribution"] == "broken-vae-plugin"
+
+    ok = vae("train", *TINY, "--quiet", "--out", str(tmp_path / "run"), site=site, mnist_root=mnist_root)
+    assert ok.returncode == 0, ok.stderr
+    failed = vae("train", "--data", "brokenset", *TINY, "--out", str(tmp_path / "r2"), site=site)
+    assert failed.returncode == 1
+    line = one_line(failed.stderr)
+    assert "brokenset" in line and "broken-vae-plugin" in line and "needs libfoo" in line
+    assert not (tmp_path / "r2").exists()
+
+
+def test_name_clash_warns_and_dist_name_picks_one(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    fake_distribution(
+        site,
+        "clashing-arch",
+        {"vaecli.architectures": {"mlp": "clashing_arch:mlp"}},
+        {"clashing_arch": "from vaecli.architectures import conv as mlp\n"},
+    )
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.warns(UserWarning, match=r"'mlp' is registered by more than one package; using vaecli:mlp"):
+        assert registry.architectures.entry("mlp").distribution == "vaecli"
+    assert registry.architectures.entry("clashing-arch:mlp").distribution == "clashing-arch"
+    assert registry.architectures.entry("vaecli:mlp").distribution == "vaecli"
+    from vaecli.architectures import conv
+
+    assert registry.architectures.load("clashing-arch:mlp") is conv
+    listing = vae("plugins", site=site).stdout
+    assert "also in clashing-arch" in listing and "DIST:NAME" in listing
+
+
+def test_saved_model_says_which_plugin_to_install(tmp_path, mnist_root):
+    site = tmp_path / "site"
+    fake_distribution(
+        site,
+        "tiny-arch",
+        {"vaecli.architectures": {"tinymlp": "tiny_arch:tinymlp"}},
+        {"tiny_arch": "from vaecli.architectures import mlp as tinymlp\n"},
+    )
+    run = tmp_path / "run"
+    trained = vae(
+        "train", *TINY, "--arch", "tinymlp", "-q", "--out", str(run), site=site, mnist_root=mnist_root
+    )
+    assert trained.returncode == 0, trained.stderr
+    with_plugin = vae("sample", str(run), "--out", str(tmp_path / "ok.png"), site=site)
+    assert with_plugin.returncode == 0, with_plugin.stderr
+
+    missing = vae("sample", str(run), "--out", str(tmp_path / "s.png"))
+    assert missing.returncode == 1
+    line = one_line(missing.stderr)
+    assert "needs the architecture 'tinymlp' from the package tiny-arch 1.0" in line
+    assert "pip install tiny-arch" in line
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_plugin_that_returns_the_wrong_thing_is_named(tmp_path):
+    site = tmp_path / "site"
+    source = (
+        "from torch import nn\n"
+        "def badshape(input_shape, latent_dim, params_per_pixel):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(784, 2 * latent_dim)), nn.Linear(latent_dim, 10)\n"
+        "def notmodules(input_shape, latent_dim, params_per_pixel):\n"
+        "    return 'encoder'\n"
+        "class NotALikelihood:\n"
+        "    pass\n"
+    )
+    fake_distribution(
+        site,
+        "bad-plugin",
+        {
+            "vaecli.architectures": {
+                "badshape": "bad_plugin:badshape",
+                "notmodules": "bad_plugin:notmodules",
+            },
+            "vaecli.likelihoods": {"notlik": "bad_plugin:NotALikelihood"},
+        },
+        {"bad_plugin": source},
+    )
+    cases = {
+        "--arch badshape": "architecture 'badshape' (bad-plugin 1.0): decoder gives shape (10,) per image",
+        "--arch notmodules": "architecture 'notmodules' (bad-plugin 1.0) must return (encoder, decoder)",
+        "--likelihood notlik": "likelihood 'notlik' (bad-plugin 1.0) did not give a vaecli Likelihood",
+    }
+    for option, message in cases.items():
+        result = vae("train", *option.split(), *BUDGET, "--out", str(tmp_path / "run"), site=site)
+        assert result.returncode == 1, option
+        assert message in one_line(result.stderr), option
+        assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def shapes_plugin():
+    """The real plugin package in plugins/vaecli-shapes, pip-installed into this environment."""
+    package = ROOT / "plugins" / "vaecli-shapes"
+    install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*install, str(package)], check=True, capture_output=True, timeout=300)
+    yield package
+    uninstall = [sys.executable, "-m", "pip", "uninstall", "--quiet", "--yes", "vaecli-shapes"]
+    subprocess.run(uninstall, check=True, capture_output=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_real_plugin_package_end_to_end(shapes_plugin, tmp_path):
+    listing = json.loads(vae("plugins", "--json").stdout)
+    provided = {(e["name"], e["distribution"]) for kind in listing.values() for e in kind if e["loaded"]}
+    assert {
+        ("shapes", "vaecli-shapes"),
+        ("resconv", "vaecli-shapes"),
+        ("logistic", "vaecli-shapes"),
+    } <= provided
+
+    run = tmp_path / "run"
+    options = ["--data-opt", "size=16", "--data-opt", "train_images=2000", "--data-opt", "test_images=300"]
+    options += ["--arch-opt", "channels=8", "--latent-dim", "4", "--epochs", "3", "--lr", "3e-3"]
+    trained = vae("train", "--data", "shapes", "--arch", "resconv", "--likelihood", "logistic", *options,
+                  "--out", str(run))  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["test_neg_elbo"] < metrics[0]["test_neg_elbo"]
+    assert "test_bits_per_dim" in metrics[-1]  # the logistic models 8-bit data
+
+    sampled = vae("sample", str(run), "--n", "16", "--out", str(tmp_path / "s.png"))
+    assert sampled.returncode == 0, sampled.stderr
+
+    fresh = (
+        f"import json; from vaecli.modelfile import load_model; m, h = load_model({str(run)!r}); "
+        "print(json.dumps({'plugins': h['plugins'], 'arch': type(m.decoder).__module__, 'data': h['data']}))"
+    )
+    loaded = json.loads(subprocess.run([sys.executable, "-c", fresh], capture_output=True, text=True,
+                                       check=True).stdout)  # fmt: skip
+    assert loaded["plugins"]["vaecli-shapes"] == "0.1.0" and loaded["arch"] == "vaecli_shapes.resconv"
+    assert loaded["data"]["options"] == {"size": "16", "train_images": "2000", "test_images": "300"}
+
+    pytest_command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(shapes_plugin)]
+    own_tests = subprocess.run(pytest_command, capture_output=True, text=True, timeout=300)
+    assert own_tests.returncode == 0, own_tests.stdout
