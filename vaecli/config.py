@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vaecli import registry
 from vaecli.errors import UsageError
 
 LR_SCHEDULES = ("cosine", "constant")
+FOLDER_PREFIX = "folder:"
+
+
+def resolve_data(data: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``--data folder:PATH`` or ``--data PATH`` (a path: it has a slash or starts with . or ~)
+    is the built-in ``folder`` dataset with an absolute ``path`` option; names pass through."""
+    if data.startswith(FOLDER_PREFIX):
+        path = data[len(FOLDER_PREFIX) :]
+    elif "/" in data or os.sep in data or data.startswith((".", "~")):
+        path = data
+    else:
+        return data, options
+    return "folder", {**options, "path": str(Path(path).expanduser().resolve())}
 
 
 @dataclass
@@ -34,6 +49,9 @@ class TrainConfig:
     force: bool = False
     limit_train: int | None = None
     limit_test: int | None = None
+
+    def __post_init__(self) -> None:
+        self.data, self.data_options = resolve_data(self.data, dict(self.data_options))
 
     def validate(self) -> None:
         """Reject impossible values before any work starts."""
