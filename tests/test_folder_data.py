@@ -67,7 +67,11 @@ def test_read_image_handles_every_mode(tmp_path):
         assert read_image(files["rgba"], (1, 10, 10), fit).shape == (1, 10, 10)
     padded = read_image(files["rgba"], (3, 30, 30), "pad")
     assert padded[:, :5].max() == 0  # the letterbox band is black
-    for name, reason in (("empty.png", "empty file"), ("notes.png", "not an image"), ("truncated.png", "truncated")):
+    for name, reason in (
+        ("empty.png", "empty file"),
+        ("notes.png", "not an image"),
+        ("truncated.png", "truncated"),
+    ):
         with pytest.raises(UnreadableImage, match=reason):
             read_image(tmp_path / "dogs" / name, (1, 28, 28))
 

@@ -19,8 +19,10 @@ from vaecli.errors import UsageError, VaeError
 
 try:  # typer >= 0.20 ships its own copy of click
     from typer._click import exceptions as click_exceptions
+    from typer._click.core import ParameterSource
 except ImportError:  # pragma: no cover - older typer
     from click import exceptions as click_exceptions
+    from click.core import ParameterSource
 
 DEBUG_ENV = "VAECLI_DEBUG"
 
@@ -113,6 +115,14 @@ class ConsoleObserver:
 
 @app.command()
 def train(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None,
+        typer.Option(help="A YAML file of training options (keys as in config.yaml); flags override it."),
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue the run in this folder from its checkpoint.")
+    ] = None,
     data: Annotated[str, typer.Option(help="Dataset name (see the registry), e.g. mnist.")] = "mnist",
     data_dir: Annotated[
         str | None,
@@ -155,8 +165,15 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or epoch rows.")] = False,
     limit_train: Annotated[int | None, typer.Option(help="Use only the first N training images.")] = None,
     limit_test: Annotated[int | None, typer.Option(help="Use only the first N test images.")] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Also write checkpoint.safetensors every N steps (always: each epoch).")
+    ] = None,
+    on_nan: Annotated[
+        str, typer.Option(help="A non-finite loss or gradient: stop (default) or skip the batch.")
+    ] = TrainConfig.on_nan,
 ) -> None:
     """Train a VAE; prints the run folder on stdout when done."""
+    from vaecli.config import config_from_mapping, load_config_file
     from vaecli.options import parse_key_values
     from vaecli.train import train as run_training
 
@@ -166,28 +183,73 @@ def train(
     likelihood_options = parse_key_values(likelihood_opt or [], "--likelihood-opt")
     shortcuts = {"sigma": sigma, "bins": bins}
     likelihood_options.update({k: v for k, v in shortcuts.items() if v is not None})
-    config = TrainConfig(
-        data=data,
-        data_dir=data_dir,
-        data_options=parse_key_values(data_opt or [], "--data-opt"),
-        likelihood=likelihood,
-        likelihood_options=likelihood_options,
-        arch=arch,
-        arch_options=arch_options,
-        latent_dim=latent_dim,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        lr_schedule=lr_schedule,
-        seed=seed,
-        device=device,
-        out=out,
-        force=force,
-        limit_train=limit_train,
-        limit_test=limit_test,
-    )
-    result = run_training(config, ConsoleObserver(quiet))
+    flags = {
+        "data": data,
+        "data_dir": data_dir,
+        "data_options": parse_key_values(data_opt or [], "--data-opt"),
+        "likelihood": likelihood,
+        "likelihood_options": likelihood_options,
+        "arch": arch,
+        "arch_options": arch_options,
+        "latent_dim": latent_dim,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "lr_schedule": lr_schedule,
+        "seed": seed,
+        "device": device,
+        "out": out,
+        "force": force,
+        "limit_train": limit_train,
+        "limit_test": limit_test,
+        "checkpoint_every": checkpoint_every,
+        "on_nan": on_nan,
+    }
+    if config is not None and resume is not None:
+        raise UsageError("give --config or --resume, not both (a run resumes with its own config.yaml)")
+    if resume is not None:
+        run_config = Path(resume) / "config.yaml"
+        if not run_config.is_file():
+            raise VaeError(f"{resume} is not a vaecli run folder (it has no config.yaml)")
+        # A resumed run keeps its own settings; only where it runs may change.
+        base = load_config_file(run_config)
+        given = _given_on_command_line(ctx, {"device", "quiet", "checkpoint_every", "on_nan", "data_dir"})
+        settings = {**vars(base), **{k: flags[k] for k in given if k in flags}, "out": resume}
+        result = run_training(config_from_mapping(settings, "--resume"), ConsoleObserver(quiet), resume=True)
+    elif config is not None:
+        base = load_config_file(config)
+        given = _given_on_command_line(ctx, set(flags))
+        merged = {**vars(base), **{k: flags[k] for k in given}}
+        for key in given & {"data_options", "arch_options", "likelihood_options"}:
+            merged[key] = {**vars(base)[key], **flags[key]}  # option flags add to the file's options
+        result = run_training(config_from_mapping(merged, config), ConsoleObserver(quiet))
+    else:
+        result = run_training(TrainConfig(**flags), ConsoleObserver(quiet))
     print(result.run_dir)
+
+
+def given_options(ctx: typer.Context) -> set[str]:
+    """The parameters the user typed on the command line (not defaults)."""
+    return {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    }
+
+
+def _given_on_command_line(ctx: typer.Context, allowed: set[str]) -> set[str]:
+    """Config keys set by flags the user typed, mapped from the flags that feed them."""
+    typed = given_options(ctx)
+    feeds = {
+        "data_opt": "data_options",
+        "arch_opt": "arch_options",
+        "hidden": "arch_options",
+        "likelihood_opt": "likelihood_options",
+        "sigma": "likelihood_options",
+        "bins": "likelihood_options",
+    }
+    keys = {feeds.get(name, name) for name in typed}
+    return keys & allowed
 
 
 @app.command()
@@ -303,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         print("vae: interrupted", file=sys.stderr)
         return 130
     except VaeError as exc:
+        if exc.exit_code >= 128:  # stopped by a signal, after saving: not an error
+            print(f"vae: {_one_line(str(exc))}", file=sys.stderr)
+            return exc.exit_code
         if debug():
             traceback.print_exc()
         print(f"vae: error: {_one_line(str(exc))}", file=sys.stderr)

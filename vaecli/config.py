@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from vaecli import registry
 from vaecli.errors import UsageError
 
 LR_SCHEDULES = ("cosine", "constant")
+ON_NAN = ("stop", "skip")
 FOLDER_PREFIX = "folder:"
 
 
@@ -49,27 +50,34 @@ class TrainConfig:
     force: bool = False
     limit_train: int | None = None
     limit_test: int | None = None
+    checkpoint_every: int | None = None
+    on_nan: str = "stop"
 
     def __post_init__(self) -> None:
         self.data, self.data_options = resolve_data(self.data, dict(self.data_options))
 
-    def validate(self) -> None:
-        """Reject impossible values before any work starts."""
-        positive = {
-            "--epochs": self.epochs,
-            "--batch-size": self.batch_size,
-            "--latent-dim": self.latent_dim,
-        }
-        for flag, value in positive.items():
-            if value < 1:
-                raise UsageError(f"{flag} must be at least 1, got {value}")
-        for flag, value in {"--limit-train": self.limit_train, "--limit-test": self.limit_test}.items():
+    def validate(self, source: str | None = None) -> None:
+        """Reject impossible values before any work starts; ``source`` names the config file the
+        values came from (messages then name its keys rather than command-line flags)."""
+
+        def name(key: str) -> str:
+            return f"{source}: key '{key}'" if source else "--" + key.replace("_", "-")
+
+        for key in ("epochs", "batch_size", "latent_dim"):
+            if getattr(self, key) < 1:
+                raise UsageError(f"{name(key)} must be at least 1, got {getattr(self, key)}")
+        for key in ("limit_train", "limit_test", "checkpoint_every"):
+            value = getattr(self, key)
             if value is not None and value < 1:
-                raise UsageError(f"{flag} must be at least 1, got {value}")
+                raise UsageError(f"{name(key)} must be at least 1, got {value}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UsageError(f"--lr must be a positive number, got {self.lr}")
+            raise UsageError(f"{name('lr')} must be a positive number, got {self.lr}")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise UsageError(f"unknown --lr-schedule '{self.lr_schedule}' (use {', '.join(LR_SCHEDULES)})")
+            raise UsageError(
+                f"{name('lr_schedule')}: unknown '{self.lr_schedule}' (use {', '.join(LR_SCHEDULES)})"
+            )
+        if self.on_nan not in ON_NAN:
+            raise UsageError(f"{name('on_nan')}: unknown '{self.on_nan}' (use {', '.join(ON_NAN)})")
         for kind, name in (
             ("dataset", self.data),
             ("likelihood", self.likelihood),
@@ -79,3 +87,57 @@ class TrainConfig:
         from vaecli.model import build_likelihood  # torch is imported only when work starts
 
         build_likelihood(self.likelihood, self.likelihood_options)  # checks its options now
+
+
+def _type_of(annotation: str) -> tuple[type, ...]:
+    """The Python types a YAML value may have for a field annotated ``annotation``."""
+    kinds: tuple[type, ...] = ()
+    for part in annotation.split("|"):
+        part = part.strip()
+        kinds += {
+            "str": (str,),
+            "int": (int,),
+            "float": (float, int),
+            "bool": (bool,),
+            "None": (type(None),),
+        }.get(part, (dict,) if part.startswith("dict") else ())
+    return kinds
+
+
+def config_from_mapping(values: Any, source: str) -> TrainConfig:
+    """A TrainConfig from the mapping of a YAML file, every key and type checked."""
+    if not isinstance(values, dict):
+        raise UsageError(f"{source}: expected a mapping of training options, got {type(values).__name__}")
+    known = {f.name: f for f in fields(TrainConfig)}
+    for key, value in values.items():
+        if key not in known:
+            raise UsageError(f"{source}: unknown key '{key}' (known: {', '.join(known)})")
+        kinds = _type_of(str(known[key].type))
+        wrong = not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+        if wrong:
+            wanted = " or ".join(
+                "null" if k is type(None) else "mapping" if k is dict else k.__name__ for k in kinds
+            )
+            raise UsageError(f"{source}: key '{key}' must be {wanted}, got {value!r}")
+        if isinstance(value, dict) and not all(isinstance(k, str) for k in value):
+            raise UsageError(f"{source}: key '{key}' must map option names to values")
+    return TrainConfig(**{k: (float(v) if known[k].type == "float" else v) for k, v in values.items()})
+
+
+def load_config_file(path: str | os.PathLike[str]) -> TrainConfig:
+    """Read a YAML config file (the keys of TrainConfig) and check every key and value."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise UsageError(f"{path}: not valid YAML{at}") from None
+    config = config_from_mapping(values or {}, str(path))
+    config.validate(source=str(path))
+    return config

@@ -87,6 +87,10 @@ def load_model(
     model.spec = spec  # as trained, so a re-saved model reads the same
     try:
         state = load_file(str(path))
+        expected = model.state_dict()
+        for name, tensor in state.items():
+            if name in expected and tensor.dtype != expected[name].dtype:
+                raise RuntimeError(f"tensor {name} is {tensor.dtype}, the model needs {expected[name].dtype}")
         model.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError, OSError) as exc:
         first = str(exc).strip().splitlines()[0]

@@ -1,0 +1,297 @@
+"""Robust runs: config files, checkpoints and exact resume, interrupts, NaN guards, disk errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vaecli import likelihoods
+from vaecli.checkpoint import CHECKPOINT_FILE
+from vaecli.cli import main
+from vaecli.config import TrainConfig, load_config_file
+from vaecli.errors import UsageError, VaeError
+from vaecli.train import TrainingInterrupted, train
+
+ROOT = Path(__file__).resolve().parents[1]
+VAE = str(Path(sys.executable).parent / "vae")
+SMALL = {"limit_train": 1500, "limit_test": 300, "latent_dim": 4, "arch_options": {"hidden": "32"}}
+
+
+def small_config(mnist_root: Path, out: Path, **overrides) -> TrainConfig:
+    settings = {"data_dir": str(mnist_root), "epochs": 3, "batch_size": 100, "device": "cpu", **SMALL}
+    return TrainConfig(out=str(out), **{**settings, **overrides})
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    x, y = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+class SignalAt:
+    """An observer that sends this process a real signal after step ``step`` of ``epoch``."""
+
+    def __init__(self, epoch: int, step: int, signum: int = signal.SIGINT) -> None:
+        self.target, self.epoch, self.signum = (epoch, step), 0, signum
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epoch = epoch
+
+    def on_step(self, step: int) -> None:
+        if (self.epoch, step) == self.target:
+            os.kill(os.getpid(), self.signum)
+
+    def on_epoch_end(self, metrics: dict) -> None:
+        pass
+
+
+class CrashAt(SignalAt):
+    """Simulates a machine dying after a step: an exception no handler expects."""
+
+    def on_step(self, step: int) -> None:
+        if (self.epoch, step) == self.target:
+            raise SystemError("power cut")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(mnist_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "straight"
+    train(small_config(mnist_root, out))
+    return out
+
+
+def test_interrupt_then_resume_gives_the_same_weights(mnist_root, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    with pytest.raises(
+        TrainingInterrupted, match=r"SIGINT: stopped at epoch 2, step 6 of 15.*--resume"
+    ) as info:
+        train(small_config(mnist_root, out), SignalAt(epoch=2, step=6))
+    assert info.value.exit_code == 130
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    result = train(small_config(mnist_root, out), resume=True)
+    assert [m["epoch"] for m in result.metrics] == [1, 2, 3]
+    assert same_weights(out, uninterrupted)
+    straight = [json.loads(line) for line in (uninterrupted / "metrics.jsonl").read_text().splitlines()]
+    resumed = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["train_neg_elbo"] for m in resumed] == [m["train_neg_elbo"] for m in straight]
+
+
+def test_crash_after_a_step_checkpoint_resumes_exactly(mnist_root, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    with pytest.raises(SystemError):
+        train(small_config(mnist_root, out, checkpoint_every=4), CrashAt(epoch=2, step=10))
+    assert not list(out.glob(".*.tmp"))  # nothing half-written
+    train(small_config(mnist_root, out, checkpoint_every=4), resume=True)  # from step 8 of epoch 2
+    assert same_weights(out, uninterrupted)
+
+
+def test_sigterm_checkpoints_and_exits_143(mnist_root, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match="SIGTERM") as info:
+        train(small_config(mnist_root, out), SignalAt(epoch=1, step=3, signum=signal.SIGTERM))
+    assert info.value.exit_code == 143 and (out / CHECKPOINT_FILE).is_file()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers are put back
+
+
+def test_resume_refuses_a_folder_without_checkpoint(mnist_root, tmp_path):
+    (tmp_path / "config.yaml").write_text("epochs: 2\n")
+    with pytest.raises(VaeError, match="has no checkpoint.safetensors"):
+        train(small_config(mnist_root, tmp_path), resume=True)
+
+
+def _nan_at(monkeypatch, call: int, where: str = "reconstruction") -> None:
+    calls = {"n": 0}
+    original = likelihoods.Bernoulli.log_prob
+
+    def log_prob(self, x, params):
+        calls["n"] += 1
+        value = original(self, x, params)
+        return value * float("nan") if self.training and calls["n"] == call else value
+
+    monkeypatch.setattr(likelihoods.Bernoulli, "log_prob", log_prob)
+
+
+def test_nan_stops_with_the_term_epoch_and_step_and_keeps_the_checkpoint(mnist_root, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _nan_at(monkeypatch, call=15 + 1 + 5)  # epoch 1: 15 steps and 1 test batch; then step 5
+    with pytest.raises(VaeError, match=r"non-finite reconstruction at epoch 2, step 5: training stopped"):
+        train(small_config(mnist_root, out))
+    checkpoint = (out / CHECKPOINT_FILE).read_bytes()
+    assert load_file(str(out / CHECKPOINT_FILE))  # the epoch-1 checkpoint, intact
+    assert json.loads((out / "metrics.jsonl").read_text())["epoch"] == 1
+    assert checkpoint == (out / CHECKPOINT_FILE).read_bytes()
+
+
+def test_nan_skip_counts_skipped_batches(mnist_root, tmp_path, monkeypatch):
+    _nan_at(monkeypatch, call=3)
+    result = train(small_config(mnist_root, tmp_path / "run", epochs=1, on_nan="skip"))
+    assert result.metrics[0]["skipped_steps"] == 1
+    assert all(
+        torch.isfinite(v).all() for v in load_file(str(tmp_path / "run" / "model.safetensors")).values()
+    )
+
+
+def test_disk_error_while_saving_leaves_the_old_model(mnist_root, tmp_path, monkeypatch):
+    import vaecli.modelfile
+
+    out, saved, real_save = tmp_path / "run", [], vaecli.modelfile.save_file
+
+    def full_disk_on_second_save(tensors, filename, metadata=None):
+        if saved:
+            Path(filename).write_bytes(b"partial")
+            raise OSError(28, "No space left on device")
+        real_save(tensors, filename, metadata)
+        saved.append(Path(filename).read_bytes())
+
+    monkeypatch.setattr(vaecli.modelfile, "save_file", full_disk_on_second_save)
+    with pytest.raises(VaeError, match=r"cannot write .*model.safetensors: No space left on device"):
+        train(small_config(mnist_root, out, epochs=2))
+    assert (out / "model.safetensors").read_bytes() == saved[0]  # epoch 1's model, whole
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_disk_error_in_the_cli_is_one_line(mnist_root, tmp_path, monkeypatch, capsys):
+    import vaecli.modelfile
+
+    def full_disk(tensors, filename, metadata=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(vaecli.modelfile, "save_file", full_disk)
+    argv = ["train", "--data-dir", str(mnist_root), "--epochs", "1", "--limit-train", "300",
+            "--limit-test", "100", "--hidden", "16", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"vae: error: cannot write {tmp_path / 'run' / 'model.safetensors'}: No space left on device"
+    ]
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+# --- config files ---------------------------------------------------------------------------
+
+
+def test_example_configs_load():
+    for path in sorted((ROOT / "examples" / "configs").glob("*.yaml")):
+        assert isinstance(load_config_file(path), TrainConfig)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("epochs: 3\nepoch: 4\n", "run.yaml: unknown key 'epoch'"),
+        ("epochs: three\n", "run.yaml: key 'epochs' must be int, got 'three'"),
+        ("epochs: 2.5\n", "run.yaml: key 'epochs' must be int, got 2.5"),
+        ("lr: fast\n", "run.yaml: key 'lr' must be float or int, got 'fast'"),
+        ("force: 1\n", "run.yaml: key 'force' must be bool, got 1"),
+        ("arch_options: 512\n", "run.yaml: key 'arch_options' must be mapping, got 512"),
+        ("epochs: 0\n", "run.yaml: key 'epochs' must be at least 1, got 0"),
+        ("lr_schedule: linear\n", "run.yaml: key 'lr_schedule': unknown 'linear'"),
+        ("- epochs\n", "run.yaml: expected a mapping"),
+        ("epochs: [1\n", "run.yaml: not valid YAML at line"),
+    ],
+)
+def test_bad_config_files_name_the_key_and_the_file(tmp_path, monkeypatch, capsys, text, message):
+    monkeypatch.chdir(tmp_path)
+    Path("run.yaml").write_text(text)
+    with pytest.raises(UsageError, match=message.replace("[", r"\[")):
+        load_config_file("run.yaml")
+    assert main(["train", "--config", "run.yaml", "--out", "r"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run.yaml" in err[0]
+    assert not Path("r").exists()
+
+
+def test_config_file_with_overrides_and_config_yaml_reruns_exactly(mnist_root, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"data_dir: {mnist_root}\nlimit_train: 1000\nlimit_test: 200\nlatent_dim: 3\n"
+        "arch_options:\n  hidden: '24'\nepochs: 5\nbatch_size: 100\ndevice: cpu\n"
+    )
+    first = tmp_path / "first"
+    assert main(["train", "--config", str(config), "--epochs", "2", "-q", "--out", str(first)]) == 0
+    written = load_config_file(first / "config.yaml")
+    assert written.epochs == 2 and written.latent_dim == 3 and written.arch_options == {"hidden": "24"}
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(first / "config.yaml"), "-q", "--out", str(again)]) == 0
+    assert same_weights(first, again)
+    capsys.readouterr()
+
+
+def test_resume_cli_bad_input(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 1
+    assert "is not a vaecli run folder" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path), "--config", "x.yaml"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["train", "--checkpoint-every", "0", "--out", str(tmp_path / "r")]) == 2
+    assert "--checkpoint-every must be at least 1" in capsys.readouterr().err
+    assert main(["train", "--on-nan", "ignore", "--out", str(tmp_path / "r")]) == 2
+    assert "--on-nan: unknown 'ignore'" in capsys.readouterr().err
+
+
+# --- real signals to a real process ---------------------------------------------------------
+
+
+def _start(argv: list[str], mnist_root: Path) -> subprocess.Popen:
+    env = {**os.environ, "VAECLI_DATA_DIR": str(mnist_root)}
+    return subprocess.Popen([VAE, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.is_file() and path.read_text().strip()):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "training never finished an epoch"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigint_in_a_real_process_then_resume_matches(mnist_root, tmp_path):
+    args = [
+        "--epochs",
+        "4",
+        "--limit-train",
+        "8000",
+        "--limit-test",
+        "500",
+        "--hidden",
+        "64",
+        "--latent-dim",
+        "4",
+    ]
+    straight = tmp_path / "straight"
+    assert subprocess.run([VAE, "train", *args, "-q", "--out", str(straight)], capture_output=True,
+                          env={**os.environ, "VAECLI_DATA_DIR": str(mnist_root)}).returncode == 0  # fmt: skip
+    run = tmp_path / "run"
+    process = _start(["train", *args, "--out", str(run)], mnist_root)
+    _wait_for(run / "metrics.jsonl", process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "continue with: vae train --resume" in err.strip().splitlines()[-1]
+    resumed = subprocess.run([VAE, "train", "--resume", str(run)], capture_output=True, text=True,
+                             env={**os.environ, "VAECLI_DATA_DIR": str(mnist_root)})  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert same_weights(run, straight)
+
+
+@pytest.mark.slow
+def test_second_sigint_exits_at_once_and_corrupts_nothing(mnist_root, tmp_path):
+    run = tmp_path / "run"
+    args = ["--epochs", "20", "--limit-train", "8000", "--limit-test", "500", "--hidden", "64"]
+    process = _start(["train", *args, "--checkpoint-every", "1", "--out", str(run)], mnist_root)
+    _wait_for(run / "metrics.jsonl", process)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert not list(run.glob(".*.tmp")) and not list(run.glob("samples/.*.tmp"))
+    for name in ("model.safetensors", CHECKPOINT_FILE):
+        assert load_file(str(run / name))  # whatever is there is whole

@@ -1,0 +1,140 @@
+"""``checkpoint.safetensors``: everything needed to resume a run exactly.
+
+Tensors hold the weights, the optimiser's state, the random-number states of every generator
+the training loop draws from and, mid-epoch, the epoch's shuffling order; the JSON metadata
+holds the optimiser's and schedule's settings and the position (epoch, step). Written through
+a temporary file and renamed, so a crash leaves the previous checkpoint intact; read without
+unpickling anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from vaecli.errors import VaeError
+from vaecli.fileio import atomic_path
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+FORMAT = "vaecli-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Position:
+    """Where training stands: ``step`` steps of ``epoch`` are done (0 = the epoch has not
+    started); ``total`` is the epoch's running sum of -ELBO over ``seen`` images,
+    ``skipped`` the non-finite steps skipped so far, ``seconds`` the time spent in the epoch."""
+
+    epoch: int = 1
+    step: int = 0
+    total: float = 0.0
+    seen: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint restores."""
+
+    position: Position
+    rng: dict[str, torch.Tensor]
+    order: torch.Tensor | None = None  # the epoch's shuffling order, mid-epoch only
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
+    """The states of the generators training draws from: the CPU's and the device's."""
+    states = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states[f"cuda{device.index or 0}"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        states["mps"] = torch.mps.get_rng_state()
+    return states
+
+
+def set_rng_states(states: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(states["cpu"])
+    if device.type == "cuda" and f"cuda{device.index or 0}" in states:
+        torch.cuda.set_rng_state(states[f"cuda{device.index or 0}"], device)
+    elif device.type == "mps" and "mps" in states:
+        torch.mps.set_rng_state(states["mps"])
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: TrainingState,
+) -> None:
+    """Write a checkpoint atomically."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    optim = optimizer.state_dict()
+    optim_scalars: dict[str, dict[str, Any]] = {}
+    for index, values in optim["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                optim_scalars.setdefault(str(index), {})[key] = value
+    for name, value in state.rng.items():
+        tensors[f"rng.{name}"] = value.cpu().contiguous()
+    if state.order is not None:
+        tensors["order"] = state.order.cpu().contiguous()
+    header = {
+        "format_version": FORMAT_VERSION,
+        "position": asdict(state.position),
+        "optimizer_param_groups": optim["param_groups"],
+        "optimizer_scalars": optim_scalars,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "extra": state.extra,
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", FORMAT: json.dumps(header)})
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    device: torch.device,
+) -> TrainingState:
+    """Restore model, optimiser and schedule from ``path``; return the rest of the state."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = json.loads((f.metadata() or {})[FORMAT])
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, KeyError, ValueError) as exc:
+        raise VaeError(f"{path} is not a readable vaecli checkpoint ({exc})") from exc
+    if int(header.get("format_version", 0)) > FORMAT_VERSION:
+        raise VaeError(f"{path} is a newer checkpoint format than this vaecli reads: upgrade vaecli")
+    try:
+        model.load_state_dict(
+            {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True
+        )
+        optim_state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                optim_state.setdefault(int(index), {})[name] = value
+        for index, values in header["optimizer_scalars"].items():
+            optim_state.setdefault(int(index), {}).update(values)
+        optimizer.load_state_dict({"state": optim_state, "param_groups": header["optimizer_param_groups"]})
+        if scheduler is not None and header["scheduler"] is not None:
+            scheduler.load_state_dict(header["scheduler"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VaeError(f"{path} does not fit this run's model and optimiser ({first})") from exc
+    rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
+    position = Position(**header["position"])
+    order = tensors.get("order")
+    return TrainingState(position, rng, None if order is None else order.to(device), header.get("extra", {}))
