@@ -6,6 +6,10 @@ class VaeError(Exception):
 
     exit_code = 1
 
+    def __init__(self, message: object = "") -> None:
+        # Messages quote file names and other libraries' errors, which may hold line breaks.
+        super().__init__(" ".join(str(message).split()))
+
 
 class UsageError(VaeError):
     """The command was asked for something it cannot be asked for (exit code 2)."""

@@ -22,6 +22,7 @@ from vaecli.model import VAE, ModelSpec, build_model
 FORMAT = "vaecli-model"
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
+MAX_SIZE = 1 << 20  # no image side, channel count or latent size is larger in a real model
 
 
 def model_path(model_or_run: str | os.PathLike[str]) -> Path:
@@ -78,33 +79,79 @@ def load_model(
     """Rebuild a VAE and its header from a model file or run folder, in eval mode."""
     path = model_path(model_or_run)
     header = read_header(path)
-    try:
-        spec = header["model"]
-        spec = ModelSpec(**{**spec, "input_shape": tuple(spec["input_shape"])})
-    except (KeyError, TypeError) as exc:
-        raise VaeError(f"{path} has an incomplete model description ({exc})") from exc
-    model = build_model(_with_installed_parts(spec, header, path))
+    spec = _spec_of(header, path)
+    installed = _with_installed_parts(spec, header, path)
+    _check_tensors_fit(installed, path)  # on the meta device: nothing is allocated yet
+    model = build_model(installed)
     model.spec = spec  # as trained, so a re-saved model reads the same
     try:
-        state = load_file(str(path))
-        expected = model.state_dict()
-        for name, tensor in state.items():
-            if name in expected and tensor.dtype != expected[name].dtype:
-                raise RuntimeError(f"tensor {name} is {tensor.dtype}, the model needs {expected[name].dtype}")
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(load_file(str(path)), strict=True)
     except (SafetensorError, RuntimeError, OSError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise VaeError(f"{path}: its tensors do not fit its own model description ({first})") from exc
     return model.to(device).eval(), header
 
 
+def _spec_of(header: dict[str, Any], path: Path) -> ModelSpec:
+    try:
+        fields = dict(header["model"])
+        spec = ModelSpec(**{**fields, "input_shape": tuple(fields["input_shape"])})
+        sizes = (*spec.input_shape, spec.latent_dim)
+        names_ok = isinstance(spec.architecture, str) and isinstance(spec.likelihood, str)
+        options_ok = isinstance(spec.architecture_options, dict) and isinstance(spec.likelihood_options, dict)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VaeError(f"{path} has an incomplete model description ({exc})") from exc
+    if len(spec.input_shape) != 3 or not all(type(v) is int and 0 < v <= MAX_SIZE for v in sizes):
+        raise VaeError(
+            f"{path} has an impossible model description (shape {spec.input_shape}, latent {spec.latent_dim})"
+        )
+    if not (names_ok and options_ok):
+        raise VaeError(f"{path} has a damaged model description (names or options of the wrong type)")
+    return spec
+
+
+def _check_tensors_fit(spec: ModelSpec, path: Path) -> None:
+    """Build the model on the meta device (no memory) and compare every parameter's name, shape
+    and dtype with the file's, so a hostile description can never make us allocate more than
+    the file itself holds."""
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(spec)
+    except VaeError:
+        raise
+    except Exception as exc:  # the description asks for something no architecture can build
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise VaeError(f"{path} has an impossible model description ({type(exc).__name__}: {first})") from exc
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in skeleton.state_dict().items()}
+    with safe_open(str(path), framework="pt") as f:
+        found = {
+            k: (tuple(f.get_slice(k).get_shape()), _DTYPES.get(f.get_slice(k).get_dtype())) for k in f.keys()
+        }
+    for name in sorted(expected.keys() | found.keys()):
+        if expected.get(name) != found.get(name):
+            want = "absent" if name not in expected else f"{expected[name][0]} {expected[name][1]}"
+            got = "missing" if name not in found else f"{found[name][0]} {found[name][1]}"
+            raise VaeError(
+                f"{path}: its tensors do not fit its own model description (tensor {name}: file has {got}, "
+                f"the model needs {want})"
+            )
+
+
+_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}  # fmt: skip
+
+
 def _with_installed_parts(spec: ModelSpec, header: dict[str, Any], path: Path) -> ModelSpec:
     """``spec`` naming the architecture and likelihood as DIST:NAME when the distribution that
     trained the model provides them; a missing plugin is an error that says what to install."""
-    parts = header.get("parts", {})
+    parts = header.get("parts") if isinstance(header.get("parts"), dict) else {}
     names = {}
     for kind, name in (("architecture", spec.architecture), ("likelihood", spec.likelihood)):
-        recorded = parts.get(kind, {})
+        recorded = parts.get(kind) if isinstance(parts.get(kind), dict) else {}
+        recorded = {k: v for k, v in recorded.items() if isinstance(v, str)}
         dist = recorded.get("distribution")
         try:
             bare = recorded.get("name", name)
