@@ -254,18 +254,8 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> No
 
 @pytest.mark.slow
 def test_sigint_in_a_real_process_then_resume_matches(mnist_root, tmp_path):
-    args = [
-        "--epochs",
-        "4",
-        "--limit-train",
-        "8000",
-        "--limit-test",
-        "500",
-        "--hidden",
-        "64",
-        "--latent-dim",
-        "4",
-    ]
+    args = ["--epochs", "3", "--limit-train", "5000", "--limit-test", "300", "--hidden", "32"]
+    args += ["--latent-dim", "4"]
     straight = tmp_path / "straight"
     assert subprocess.run([VAE, "train", *args, "-q", "--out", str(straight)], capture_output=True,
                           env={**os.environ, "VAECLI_DATA_DIR": str(mnist_root)}).returncode == 0  # fmt: skip
@@ -285,7 +275,7 @@ def test_sigint_in_a_real_process_then_resume_matches(mnist_root, tmp_path):
 @pytest.mark.slow
 def test_second_sigint_exits_at_once_and_corrupts_nothing(mnist_root, tmp_path):
     run = tmp_path / "run"
-    args = ["--epochs", "20", "--limit-train", "8000", "--limit-test", "500", "--hidden", "64"]
+    args = ["--epochs", "20", "--limit-train", "5000", "--limit-test", "300", "--hidden", "32"]
     process = _start(["train", *args, "--checkpoint-every", "1", "--out", str(run)], mnist_root)
     _wait_for(run / "metrics.jsonl", process)
     process.send_signal(signal.SIGINT)
