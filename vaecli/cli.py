@@ -171,6 +171,19 @@ def train(
     on_nan: Annotated[
         str, typer.Option(help="A non-finite loss or gradient: stop (default) or skip the batch.")
     ] = TrainConfig.on_nan,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto (bf16 on CUDA where supported, else 32), 32, bf16 or 16-mixed (fp16 + scaler)."
+        ),
+    ] = TrainConfig.precision,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="Compile the training step with torch.compile.")
+    ] = TrainConfig.compile,
+    nproc: Annotated[
+        int | None,
+        typer.Option(help="Train with N processes on this machine (starts torchrun; DDP, gloo on CPU)."),
+    ] = None,
 ) -> None:
     """Train a VAE; prints the run folder on stdout when done."""
     from vaecli.config import config_from_mapping, load_config_file
@@ -204,7 +217,11 @@ def train(
         "limit_test": limit_test,
         "checkpoint_every": checkpoint_every,
         "on_nan": on_nan,
+        "precision": precision,
+        "compile": compile,
     }
+    if nproc is not None:
+        _start_torchrun(nproc)
     if config is not None and resume is not None:
         raise UsageError("give --config or --resume, not both (a run resumes with its own config.yaml)")
     if resume is not None:
@@ -213,7 +230,8 @@ def train(
             raise VaeError(f"{resume} is not a vaecli run folder (it has no config.yaml)")
         # A resumed run keeps its own settings; only where it runs may change.
         base = load_config_file(run_config)
-        given = _given_on_command_line(ctx, {"device", "quiet", "checkpoint_every", "on_nan", "data_dir"})
+        where = {"device", "quiet", "checkpoint_every", "on_nan", "data_dir", "precision", "compile"}
+        given = _given_on_command_line(ctx, where)
         settings = {**vars(base), **{k: flags[k] for k in given if k in flags}, "out": resume}
         result = run_training(config_from_mapping(settings, "--resume"), ConsoleObserver(quiet), resume=True)
     elif config is not None:
@@ -225,7 +243,28 @@ def train(
         result = run_training(config_from_mapping(merged, config), ConsoleObserver(quiet))
     else:
         result = run_training(TrainConfig(**flags), ConsoleObserver(quiet))
-    print(result.run_dir)
+    if result.is_main:
+        print(result.run_dir)
+
+
+def _start_torchrun(nproc: int) -> None:
+    """Replace this process by torchrun running the same ``vae train`` as ``nproc`` processes."""
+    from vaecli.distributed import torchrun_command
+
+    if "WORLD_SIZE" in os.environ:
+        raise UsageError("--nproc starts torchrun itself: do not give it under torchrun")
+    argv = list(_ARGV)
+    for i, arg in enumerate(argv):  # drop --nproc N / --nproc=N, keep everything else as typed
+        if arg == "--nproc":
+            argv = argv[:i] + argv[i + 2 :]
+            break
+        if arg.startswith("--nproc="):
+            argv = argv[:i] + argv[i + 1 :]
+            break
+    command = torchrun_command(nproc, argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)
 
 
 def given_options(ctx: typer.Context) -> set[str]:
@@ -344,8 +383,12 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+_ARGV: list[str] = []  # the arguments of this run of ``vae`` (``--nproc`` passes them to torchrun)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``vae`` and return its exit code (0 ok, 1 run-time failure, 2 bad usage)."""
+    _ARGV[:] = sys.argv[1:] if argv is None else argv
     command = typer.main.get_command(app)
     debug = lambda: os.environ.get(DEBUG_ENV, "") not in ("", "0")  # noqa: E731
     try:

@@ -13,6 +13,7 @@ from vaecli.errors import UsageError
 
 LR_SCHEDULES = ("cosine", "constant")
 ON_NAN = ("stop", "skip")
+PRECISIONS = ("auto", "32", "bf16", "16-mixed")  # see vaecli.precision
 FOLDER_PREFIX = "folder:"
 
 
@@ -52,6 +53,8 @@ class TrainConfig:
     limit_test: int | None = None
     checkpoint_every: int | None = None
     on_nan: str = "stop"
+    precision: str = "auto"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.data, self.data_options = resolve_data(self.data, dict(self.data_options))
@@ -76,6 +79,8 @@ class TrainConfig:
             raise UsageError(
                 f"{name('lr_schedule')}: unknown '{self.lr_schedule}' (use {', '.join(LR_SCHEDULES)})"
             )
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"{name('precision')}: unknown '{self.precision}' (use {', '.join(PRECISIONS)})")
         if self.on_nan not in ON_NAN:
             raise UsageError(f"{name('on_nan')}: unknown '{self.on_nan}' (use {', '.join(ON_NAN)})")
         for kind, name in (
@@ -109,6 +114,8 @@ def config_from_mapping(values: Any, source: str) -> TrainConfig:
     if not isinstance(values, dict):
         raise UsageError(f"{source}: expected a mapping of training options, got {type(values).__name__}")
     known = {f.name: f for f in fields(TrainConfig)}
+    if type(values.get("precision")) is int:  # `precision: 32` in YAML means the string "32"
+        values = {**values, "precision": str(values["precision"])}
     for key, value in values.items():
         if key not in known:
             raise UsageError(f"{source}: unknown key '{key}' (known: {', '.join(known)})")

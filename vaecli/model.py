@@ -49,27 +49,34 @@ class VAE(nn.Module):
 
     @staticmethod
     def reparameterise(
-        mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+        mu: torch.Tensor,
+        logvar: torch.Tensor,
+        generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """z = mu + sigma * eps with eps ~ N(0, I), so gradients reach mu and sigma."""
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        """z = mu + sigma * eps with eps ~ N(0, I) (drawn unless given), so gradients reach mu and sigma."""
+        if eps is None:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + eps * torch.exp(0.5 * logvar)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decoder parameters (batch, params_per_pixel, C, H, W)."""
         return self.decoder(z)
 
-    def elbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Elbo:
-        """ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)), one-sample estimate of the first term."""
+    def elbo(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, eps: torch.Tensor | None = None
+    ) -> Elbo:
+        """ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)), one-sample estimate of the first term
+        (with the standard-normal noise ``eps`` when given, else drawn from ``generator``)."""
         mu, logvar = self.encode(x)
-        z = self.reparameterise(mu, logvar, generator)
+        z = self.reparameterise(mu, logvar, generator, eps)
         reconstruction = self.likelihood.log_prob(x, self.decode(z))
         kl = kl_to_standard_normal(mu, logvar).sum(-1)
         return Elbo(reconstruction - kl, reconstruction, kl)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The training loss: -ELBO averaged over the batch."""
-        return -self.elbo(x).elbo.mean()
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> Elbo:
+        """The ELBO's terms (what training calls, through DDP and torch.compile wrappers)."""
+        return self.elbo(x, eps=eps)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 import vaecli
-from vaecli import registry
+from vaecli import distributed, registry
 from vaecli.checkpoint import (
     CHECKPOINT_FILE,
     Position,
@@ -28,6 +28,7 @@ from vaecli.checkpoint import (
 from vaecli.config import TrainConfig
 from vaecli.datasets import ImageData, resolve_data_dir
 from vaecli.devices import choose_device
+from vaecli.distributed import Ranks
 from vaecli.errors import UsageError, VaeError
 from vaecli.evaluation import mean_elbo
 from vaecli.fileio import write_bytes_atomic, write_text_atomic
@@ -36,6 +37,7 @@ from vaecli.likelihoods import Likelihood
 from vaecli.model import VAE, Elbo, ModelSpec, build_model
 from vaecli.modelfile import MODEL_FILE, save_model
 from vaecli.options import call_with_options
+from vaecli.precision import Precision, choose_precision
 from vaecli.runs import check_run_dir, default_run_dir, make_run_dir
 
 TEST_PREPARE_SEED = 0  # the test set is prepared (e.g. binarised) once, the same in every run
@@ -55,6 +57,7 @@ class TrainResult:
     run_dir: Path
     model_path: Path
     metrics: list[dict[str, Any]]
+    is_main: bool = True  # False on the ranks of a distributed run other than 0
 
 
 def load_split(config: TrainConfig, split: str) -> ImageData:
@@ -123,21 +126,44 @@ class InterruptFlag:
 
 def _nonfinite_terms(terms: Elbo) -> str:
     bad = [name for name in ("reconstruction", "kl") if not torch.isfinite(getattr(terms, name)).all()]
-    return " and ".join("KL" if b == "kl" else b for b in bad) or "gradient"
+    return " and ".join("KL" if b == "kl" else b for b in bad) or "loss (on another rank)"
 
 
 def train(config: TrainConfig, observer: TrainObserver | None = None, resume: bool = False) -> TrainResult:
     """Train a VAE as ``config`` says, writing the run folder as it goes. With ``resume`` the
     run folder ``config.out`` is continued from its checkpoint, to the same weights an
-    uninterrupted run would reach."""
+    uninterrupted run would reach. Started by torchrun, each process trains on its share of
+    every batch and only rank 0 reports, writes files and checkpoints."""
     config.validate()
-    device = choose_device(config.device)
+    ranks = Ranks.from_env()
+    device = ranks.device(choose_device(config.device))
+    precision = choose_precision(config.precision, device)
+    distributed.start(ranks, device)
+    try:
+        return _train(config, observer if ranks.is_main else None, resume, ranks, device, precision)
+    finally:
+        distributed.stop(ranks)
+
+
+def compile_model(net: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile`` the training forward pass (fused kernels, less per-step overhead)."""
+    return torch.compile(net)  # type: ignore[return-value]
+
+
+def _train(
+    config: TrainConfig,
+    observer: TrainObserver | None,
+    resume: bool,
+    ranks: Ranks,
+    device: torch.device,
+    precision: Precision,
+) -> TrainResult:
     stem = f"{config.data}-{config.likelihood}-{config.arch}".replace(":", "_").replace("/", "_")
     run_dir = Path(config.out) if config.out else default_run_dir(stem)
     checkpoint_path = run_dir / CHECKPOINT_FILE
     if resume and not checkpoint_path.is_file():
         raise VaeError(f"{run_dir} has no {CHECKPOINT_FILE} to resume from")
-    if not resume:
+    if not resume and ranks.is_main:
         check_run_dir(run_dir, config.force)
 
     train_data, test_data = load_split(config, "train"), load_split(config, "test")
@@ -160,7 +186,15 @@ def train(config: TrainConfig, observer: TrainObserver | None = None, resume: bo
     sample_z = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED)).to(
         device
     )
+    net: torch.nn.Module = model
+    if ranks.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if config.compile:
+        net = compile_model(net)
     optimizer = make_optimizer(model, config.lr)
+    scaler = precision.scaler(device)
     n = len(train_data)
     steps_per_epoch = math.ceil(n / config.batch_size)
     scheduler = (
@@ -173,13 +207,17 @@ def train(config: TrainConfig, observer: TrainObserver | None = None, resume: bo
     metrics_file = run_dir / "metrics.jsonl"
     if resume:
         state = load_checkpoint(checkpoint_path, model, optimizer, scheduler, device)
+        if scaler.is_enabled() and state.extra.get("scaler"):
+            scaler.load_state_dict(state.extra["scaler"])
         set_rng_states(state.rng, device)
         position, order = state.position, state.order
         history = [m for m in _read_metrics(metrics_file) if m["epoch"] < position.epoch]
-        write_text_atomic(metrics_file, "".join(json.dumps(m) + "\n" for m in history))
+        if ranks.is_main:
+            write_text_atomic(metrics_file, "".join(json.dumps(m) + "\n" for m in history))
     else:
-        make_run_dir(run_dir, config.force)
-        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        if ranks.is_main:
+            make_run_dir(run_dir, config.force)
+            write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
         position, order, history = Position(), None, []
     parts = model_parts(config)
     info = {
@@ -196,10 +234,20 @@ def train(config: TrainConfig, observer: TrainObserver | None = None, resume: bo
     }
 
     def checkpoint(mid_epoch: bool) -> None:
-        state = TrainingState(position, rng_states(device), order if mid_epoch else None)
-        save_checkpoint(checkpoint_path, model, optimizer, scheduler, state)
+        """Rank 0 writes the checkpoint (every rank's state is the same)."""
+        if ranks.is_main:
+            extra = {"scaler": scaler.state_dict()} if scaler.is_enabled() else {}
+            state = TrainingState(position, rng_states(device), order if mid_epoch else None, extra)
+            save_checkpoint(checkpoint_path, model, optimizer, scheduler, state)
+
+    def epoch_total() -> float:
+        """-ELBO summed over the images of the epoch so far, over all ranks."""
+        return distributed.all_sum(ranks, total).item()
 
     params = [p for p in model.parameters() if p.requires_grad]
+    # The run's wall clock, evaluation and files included, carried on across a resume.
+    elapsed_before = history[-1].get("elapsed", 0.0) if history else 0.0
+    run_started = time.perf_counter() - elapsed_before - position.seconds
     with InterruptFlag() as interrupt:
         for epoch in range(position.epoch, config.epochs + 1):
             if observer:
@@ -208,17 +256,29 @@ def train(config: TrainConfig, observer: TrainObserver | None = None, resume: bo
             started, seconds_before = time.perf_counter(), position.seconds
             if position.step == 0:
                 order = torch.randperm(n, device=device)
-            total = torch.tensor(position.total, dtype=torch.float64, device=device)
+            # A checkpoint holds the sum over all ranks: resumed, rank 0 carries it on alone.
+            carried = position.total if ranks.is_main else 0.0
+            total = torch.tensor(carried, dtype=torch.float64, device=device)
             batches = order.split(config.batch_size)
             for step in range(position.step + 1, steps_per_epoch + 1):
+                # The whole batch's data and noise are drawn on every rank (the same numbers);
+                # each rank computes the loss of its part. One process: the part is everything.
                 x = likelihood.prepare(train_images[batches[step - 1]])
-                terms = model.elbo(x)
-                loss = -terms.elbo.mean()
+                eps = torch.randn(x.shape[0], config.latent_dim, device=device)
+                part = ranks.shard(x.shape[0])
+                with precision.autocast(device):
+                    terms = net(x[part], eps[part])
+                part_sum = -terms.elbo.float().sum()
+                loss = part_sum * (ranks.world_size / x.shape[0])  # DDP averages over ranks
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = _grad_norm(params)
-                if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
-                    what = _nonfinite_terms(terms) if not torch.isfinite(loss) else "gradient"
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                status = torch.stack([part_sum.detach(), _grad_norm(params).float()])
+                loss_sum, grad_norm = distributed.all_sum(ranks, status).tolist()
+                loss_ok, grads_ok = math.isfinite(loss_sum), math.isfinite(grad_norm)
+                # float16 gradients overflow now and then: the scaler skips those steps itself.
+                if not (loss_ok and (grads_ok or precision.scaled)):
+                    what = "gradient" if loss_ok else _nonfinite_terms(terms)
                     if config.on_nan == "stop":
                         kept = (
                             f"the last checkpoint, {checkpoint_path}, is intact"
@@ -232,30 +292,35 @@ def train(config: TrainConfig, observer: TrainObserver | None = None, resume: bo
                     optimizer.zero_grad(set_to_none=True)
                     position.skipped += 1
                 else:
-                    optimizer.step()
-                    total += -terms.elbo.detach().sum()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    total += part_sum.detach()
                     position.seen += x.shape[0]
                 if scheduler is not None:
                     scheduler.step()
                 position.step = step
                 if observer:
                     observer.on_step(step)
-                if interrupt.signum is not None:
-                    position.total = total.item()
+                signum = distributed.any_signal(ranks, interrupt.signum, device)
+                if signum:
+                    position.total = epoch_total()
                     position.seconds = seconds_before + time.perf_counter() - started
                     checkpoint(mid_epoch=True)
-                    name = signal.Signals(interrupt.signum).name
+                    name = signal.Signals(signum).name
                     raise TrainingInterrupted(
                         f"{name}: stopped at epoch {epoch}, step {step} of {steps_per_epoch}; checkpoint "
                         f"written; continue with: vae train --resume {run_dir}",
-                        interrupt.signum,
+                        signum,
                     )
                 if config.checkpoint_every and step % config.checkpoint_every == 0 and step < steps_per_epoch:
-                    position.total = total.item()
+                    position.total = epoch_total()
                     position.seconds = seconds_before + time.perf_counter() - started
                     checkpoint(mid_epoch=True)
-            train_neg_elbo = total.item() / max(position.seen, 1)  # .item() waits for the device
+            train_neg_elbo = epoch_total() / max(position.seen, 1)  # .item() waits for the device
             seconds = seconds_before + time.perf_counter() - started
+            if not ranks.is_main:  # rank 0 evaluates and writes; the others go on to the next epoch
+                position = Position(epoch=epoch + 1)
+                continue
             test = mean_elbo(model, test_x)
             metrics = {
                 "epoch": epoch,
@@ -266,6 +331,7 @@ def train(config: TrainConfig, observer: TrainObserver | None = None, resume: bo
                 **({"test_bits_per_dim": test["bits_per_dim"]} if "bits_per_dim" in test else {}),
                 "images_per_s": n / seconds,
                 "seconds": seconds,
+                "elapsed": time.perf_counter() - run_started,
                 **({"skipped_steps": position.skipped} if position.skipped else {}),
             }
             history.append(metrics)
@@ -279,14 +345,14 @@ def train(config: TrainConfig, observer: TrainObserver | None = None, resume: bo
             checkpoint(mid_epoch=False)
             if observer:
                 observer.on_epoch_end(metrics)
-    return TrainResult(run_dir=run_dir, model_path=run_dir / MODEL_FILE, metrics=history)
+    return TrainResult(run_dir, run_dir / MODEL_FILE, history, ranks.is_main)
 
 
 def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
     """The gradients' total 2-norm (inf or nan when any gradient is), without touching them."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
-        return torch.zeros(())
+        return torch.zeros((), device=params[0].device)
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 

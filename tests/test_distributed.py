@@ -1,0 +1,221 @@
+"""Speed and scale: torchrun DDP against one process, precision and compile choices, device logic."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from vaecli.checkpoint import CHECKPOINT_FILE
+from vaecli.cli import main
+from vaecli.config import TrainConfig, load_config_file
+from vaecli.distributed import Ranks
+from vaecli.errors import UsageError, VaeError
+from vaecli.precision import choose_precision
+from vaecli.train import TrainingInterrupted, train
+
+# An uneven batch: 1000 images give 30 batches of 33 and one of 10; two ranks take 16 + 17 of each.
+TRAIN = ["train", "--epochs", "2", "--limit-train", "1000", "--limit-test", "200", "--hidden", "64"]
+TRAIN += ["--latent-dim", "4", "--batch-size", "33", "--lr-schedule", "cosine", "--device", "cpu", "--quiet"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+
+
+def run(args: list[str], mnist_root: Path, **kwargs) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VAECLI_DATA_DIR": str(mnist_root)}
+    env.pop("WORLD_SIZE", None)
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "model.safetensors"))
+
+
+def assert_close_weights(a: Path, b: Path) -> None:
+    x, y = weights(a), weights(b)
+    assert x.keys() == y.keys()
+    for key in x:
+        torch.testing.assert_close(x[key], y[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def single(mnist_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("single") / "run"
+    done = run([sys.executable, "-m", "vaecli", *TRAIN, "--out", str(out)], mnist_root)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_through_torchrun_equal_one_process(mnist_root, tmp_path, single):
+    out = tmp_path / "ddp"
+    done = run([*TORCHRUN, "-m", "vaecli", *TRAIN, "--out", str(out)], mnist_root)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [str(out)]  # only rank 0 reports
+    assert_close_weights(out, single)
+    for ours, theirs in zip(metrics(out), metrics(single), strict=True):
+        for key in ("train_neg_elbo", "test_neg_elbo", "test_kl"):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-5)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in single.iterdir())
+
+
+@pytest.mark.slow
+def test_nproc_run_stopped_by_sigterm_resumes_in_distributed_mode(mnist_root, tmp_path):
+    args = [sys.executable, "-m", "vaecli", *TRAIN, "--epochs", "3", "--limit-train", "3000", "--nproc", "2"]
+    straight = tmp_path / "straight"
+    done = run([*args, "--out", str(straight)], mnist_root)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "cut"
+    env = {**os.environ, "VAECLI_DATA_DIR": str(mnist_root)}
+    process = subprocess.Popen(
+        [*args, "--checkpoint-every", "10", "--out", str(out)], env=env, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (out / CHECKPOINT_FILE).is_file() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)  # to torchrun, which passes it on to both workers
+    _, stderr = process.communicate(timeout=120)
+    assert "SIGTERM: stopped at epoch" in stderr and "--resume" in stderr, stderr
+    done = run([sys.executable, "-m", "vaecli", "train", "--resume", str(out), "--nproc", "2"], mnist_root)
+    assert done.returncode == 0, done.stderr
+    x, y = weights(out), weights(straight)
+    assert all(torch.equal(x[k], y[k]) for k in x)  # the same two ranks: the very same numbers
+    assert [m["train_neg_elbo"] for m in metrics(out)] == [m["train_neg_elbo"] for m in metrics(straight)]
+
+
+def load_checkpoint_header(path: Path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()["vaecli-checkpoint"]
+
+
+def test_nproc_bad_values_say_one_line(capsys, monkeypatch):
+    assert main(["train", "--nproc", "0"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--nproc must be at least 1, got 0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", "--nproc", "2"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "under torchrun" in err
+
+
+def test_ranks_from_torchrun_environment():
+    assert Ranks.from_env({}) == Ranks(0, 1, 0) and not Ranks.from_env({}).distributed
+    ranks = Ranks.from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    assert ranks == Ranks(3, 4, 1) and ranks.distributed and not ranks.is_main
+    for bad in ({"WORLD_SIZE": "two"}, {"RANK": "4", "WORLD_SIZE": "4"}, {"RANK": "-1", "WORLD_SIZE": "2"}):
+        with pytest.raises(UsageError):
+            Ranks.from_env(bad)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 8])
+@pytest.mark.parametrize("n", [1, 7, 33, 128])
+def test_shards_cover_a_batch_once_and_evenly(world, n):
+    parts = [Ranks(r, world).shard(n) for r in range(world)]
+    covered = [i for part in parts for i in range(n)[part]]
+    assert covered == list(range(n))
+    sizes = [len(range(n)[part]) for part in parts]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_each_rank_takes_its_own_gpu_without_pretending_one_exists():
+    cuda = torch.device("cuda")
+    assert Ranks(1, 2, 1).device(cuda, cuda_count=2) == torch.device("cuda", 1)
+    assert Ranks(0, 1, 0).device(torch.device("cpu"), cuda_count=0) == torch.device("cpu")
+    assert Ranks(1, 2, 1).device(torch.device("cpu"), cuda_count=0) == torch.device("cpu")
+    with pytest.raises(VaeError, match="local rank 2 has no GPU"):
+        Ranks(2, 3, 2).device(cuda, cuda_count=2)
+    with pytest.raises(UsageError, match="not mps"):
+        Ranks(0, 2, 0).device(torch.device("mps"))
+
+
+def test_precision_choice_per_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert choose_precision("auto", cpu).name == "32"
+    assert choose_precision("auto", cuda, cuda_bf16=True).autocast_dtype == torch.bfloat16
+    assert choose_precision("auto", cuda, cuda_bf16=False).name == "32"
+    mixed = choose_precision("16-mixed", cuda, cuda_bf16=True)
+    assert mixed.autocast_dtype == torch.float16 and mixed.scaled
+    assert not choose_precision("bf16", cpu).scaled
+    with pytest.raises(UsageError, match="unknown precision 'fp8'"):
+        choose_precision("fp8", cpu)
+
+
+def test_bad_precision_is_one_line_exit_2(capsys, tmp_path):
+    assert main(["train", "--precision", "fp8", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "--precision: unknown 'fp8'" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_yaml_precision_may_be_a_number(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"precision": 32, "compile": False}))
+    assert load_config_file(path).precision == "32"
+    path.write_text(yaml.safe_dump({"precision": 8}))
+    with pytest.raises(UsageError, match="key 'precision': unknown '8'"):
+        load_config_file(path)
+
+
+SMALL = {"limit_train": 1200, "limit_test": 300, "latent_dim": 4, "arch_options": {"hidden": "32"}}
+
+
+def small(mnist_root: Path, out: Path, **overrides) -> TrainConfig:
+    settings = {"data_dir": str(mnist_root), "epochs": 2, "batch_size": 100, "device": "cpu", **SMALL}
+    return TrainConfig(out=str(out), **{**settings, **overrides})
+
+
+class SigintAt:
+    def __init__(self, epoch: int, step: int) -> None:
+        self.target, self.epoch = (epoch, step), 0
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epoch = epoch
+
+    def on_step(self, step: int) -> None:
+        if (self.epoch, step) == self.target:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def on_epoch_end(self, metrics: dict) -> None:
+        pass
+
+
+def test_float16_with_gradient_scaler_trains_and_resumes_exactly(mnist_root, tmp_path):
+    config = {"precision": "16-mixed", "limit_train": 3000}
+    straight = train(small(mnist_root, tmp_path / "straight", **config)).metrics
+    assert straight[-1]["test_neg_elbo"] < straight[0]["train_neg_elbo"] - 50  # it learns
+    header = json.loads(load_checkpoint_header(tmp_path / "straight" / CHECKPOINT_FILE))
+    scale = header["extra"]["scaler"]["scale"]
+    assert 1.0 <= scale <= 65536.0  # the scaler's state travels with the checkpoint
+    with pytest.raises(TrainingInterrupted):
+        train(small(mnist_root, tmp_path / "cut", **config), SigintAt(epoch=2, step=5))
+    train(small(mnist_root, tmp_path / "cut", **config), resume=True)
+    x, y = weights(tmp_path / "straight"), weights(tmp_path / "cut")
+    assert all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_bfloat16_autocast_trains_on_the_cpu(mnist_root, tmp_path):
+    result = train(small(mnist_root, tmp_path / "bf16", precision="bf16", limit_train=3000, epochs=2))
+    first, last = result.metrics[0], result.metrics[-1]
+    assert last["test_neg_elbo"] < first["train_neg_elbo"] - 50  # it learns, in nats per image
+    assert {w.dtype for w in weights(tmp_path / "bf16").values()} == {torch.float32}  # weights stay fp32
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(mnist_root, tmp_path):
+    eager = train(small(mnist_root, tmp_path / "eager", epochs=1)).metrics
+    compiled = train(small(mnist_root, tmp_path / "compiled", epochs=1, compile=True)).metrics
+    for key in ("train_neg_elbo", "test_neg_elbo"):
+        assert compiled[0][key] == pytest.approx(eager[0][key], rel=1e-3)
