@@ -36,10 +36,14 @@ from vaecli.likelihoods import Likelihood
 from vaecli.model import VAE, Elbo, ModelSpec, build_model
 from vaecli.modelfile import MODEL_FILE, save_model
 from vaecli.options import call_with_options
+from vaecli.pictures import Inputs, reconstruction_grid, reconstructions
+from vaecli.plots import CURVES_FILE, curves_png
 from vaecli.runs import check_run_dir, default_run_dir, make_run_dir
 
 TEST_PREPARE_SEED = 0  # the test set is prepared (e.g. binarised) once, the same in every run
 SAMPLE_SEED = 0  # the per-epoch sample grids decode the same z every epoch
+RECON_IMAGES = 16  # the per-epoch reconstruction grids show the first test images
+RECONSTRUCTIONS_DIR = "reconstructions"
 
 
 class TrainObserver(Protocol):
@@ -160,6 +164,8 @@ def train(config: TrainConfig, observer: TrainObserver | None = None, resume: bo
     sample_z = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED)).to(
         device
     )
+    recon_images = test_data.images[:RECON_IMAGES].to(device)
+    recon_inputs = Inputs(images=recon_images, x=test_x[:RECON_IMAGES])
     optimizer = make_optimizer(model, config.lr)
     n = len(train_data)
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -208,7 +214,10 @@ def train(config: TrainConfig, observer: TrainObserver | None = None, resume: bo
             started, seconds_before = time.perf_counter(), position.seconds
             if position.step == 0:
                 order = torch.randperm(n, device=device)
-            total = torch.tensor(position.total, dtype=torch.float64, device=device)
+            # Running sums of -ELBO, reconstruction and KL, kept on the device (no per-step sync).
+            total = torch.tensor(
+                [position.total, position.reconstruction, position.kl], dtype=torch.float64, device=device
+            )
             batches = order.split(config.batch_size)
             for step in range(position.step + 1, steps_per_epoch + 1):
                 x = likelihood.prepare(train_images[batches[step - 1]])
@@ -233,7 +242,8 @@ def train(config: TrainConfig, observer: TrainObserver | None = None, resume: bo
                     position.skipped += 1
                 else:
                     optimizer.step()
-                    total += -terms.elbo.detach().sum()
+                    sums = [-terms.elbo.sum(), -terms.reconstruction.sum(), terms.kl.sum()]
+                    total += torch.stack(sums).detach()
                     position.seen += x.shape[0]
                 if scheduler is not None:
                     scheduler.step()
@@ -241,7 +251,7 @@ def train(config: TrainConfig, observer: TrainObserver | None = None, resume: bo
                 if observer:
                     observer.on_step(step)
                 if interrupt.signum is not None:
-                    position.total = total.item()
+                    position.total, position.reconstruction, position.kl = total.tolist()
                     position.seconds = seconds_before + time.perf_counter() - started
                     checkpoint(mid_epoch=True)
                     name = signal.Signals(interrupt.signum).name
@@ -251,15 +261,18 @@ def train(config: TrainConfig, observer: TrainObserver | None = None, resume: bo
                         interrupt.signum,
                     )
                 if config.checkpoint_every and step % config.checkpoint_every == 0 and step < steps_per_epoch:
-                    position.total = total.item()
+                    position.total, position.reconstruction, position.kl = total.tolist()
                     position.seconds = seconds_before + time.perf_counter() - started
                     checkpoint(mid_epoch=True)
-            train_neg_elbo = total.item() / max(position.seen, 1)  # .item() waits for the device
+            # .tolist() waits for the device
+            train_neg_elbo, train_reconstruction, train_kl = (total / max(position.seen, 1)).tolist()
             seconds = seconds_before + time.perf_counter() - started
             test = mean_elbo(model, test_x)
             metrics = {
                 "epoch": epoch,
                 "train_neg_elbo": train_neg_elbo,
+                "train_reconstruction": train_reconstruction,
+                "train_kl": train_kl,
                 "test_neg_elbo": test["neg_elbo"],
                 "test_reconstruction": test["reconstruction"],
                 "test_kl": test["kl"],
@@ -274,6 +287,9 @@ def train(config: TrainConfig, observer: TrainObserver | None = None, resume: bo
             with torch.no_grad():
                 pictures = likelihood.mean(model.decode(sample_z))
             write_bytes_atomic(run_dir / "samples" / f"epoch-{epoch:03d}.png", grid_png(pictures))
+            recon = reconstruction_grid(recon_images, reconstructions(model, recon_inputs))
+            write_bytes_atomic(run_dir / RECONSTRUCTIONS_DIR / f"epoch-{epoch:03d}.png", recon)
+            write_bytes_atomic(run_dir / CURVES_FILE, curves_png(history))
             save_model(run_dir / MODEL_FILE, model, {**info, "metrics": metrics})
             position = Position(epoch=epoch + 1)
             checkpoint(mid_epoch=False)
