@@ -199,23 +199,22 @@ def reconstruction_grid(originals: torch.Tensor, reconstructed: torch.Tensor) ->
 
 def interpolation_codes(a: torch.Tensor, b: torch.Tensor, steps: int, slerp: bool = False) -> torch.Tensor:
     """``steps`` codes from ``a`` to ``b`` (both ends included): on the straight line, or with
-    ``slerp`` along the great circle between them (radius interpolated linearly)."""
+    ``slerp`` turning at a constant rate along the great circle from a's direction to b's while
+    the length changes linearly from |a| to |b| (straight line if either is 0 or they are opposite)."""
     if steps < 2:
         raise UsageError(f"--steps must be at least 2, got {steps}")
     t = torch.linspace(0.0, 1.0, steps, dtype=torch.float64).unsqueeze(1)
     a64, b64 = a.double().flatten(), b.double().flatten()
-    if slerp:
-        na, nb = a64.norm(), b64.norm()
-        if na > 0 and nb > 0:
-            cos = torch.clamp((a64 / na) @ (b64 / nb), -1.0, 1.0)
-            omega = torch.arccos(cos)
-            if omega > 1e-6 and math.pi - omega > 1e-6:
-                weights_a = torch.sin((1 - t) * omega) / torch.sin(omega)
-                weights_b = torch.sin(t * omega) / torch.sin(omega)
-                codes = weights_a * a64 + weights_b * b64
-                codes[0], codes[-1] = a64, b64
-                return codes.to(a.dtype)
     codes = (1 - t) * a64 + t * b64
+    norm_a, norm_b = a64.norm(), b64.norm()
+    if slerp and norm_a > 0 and norm_b > 0:
+        unit_a, unit_b = a64 / norm_a, b64 / norm_b
+        omega = torch.arccos(torch.clamp(unit_a @ unit_b, -1.0, 1.0))
+        if 1e-6 < omega < math.pi - 1e-6:
+            direction = (torch.sin((1 - t) * omega) * unit_a + torch.sin(t * omega) * unit_b) / torch.sin(
+                omega
+            )
+            codes = ((1 - t) * norm_a + t * norm_b) * direction
     codes[0], codes[-1] = a64, b64
     return codes.to(a.dtype)
 
