@@ -190,19 +190,55 @@ class Panel:
             px, py = self.to_pixel(x, y)
             self.draw.ellipse([px - radius, py - radius, px + radius, py + radius], fill=series.colour)
 
-    def legend(self, entries: Sequence[tuple[str, Colour]], outside: bool = False) -> None:
-        """A framed key in the upper right corner of the plot area (or right of it)."""
+    def legend(
+        self,
+        entries: Sequence[tuple[str, Colour]],
+        outside: bool = False,
+        avoid: Sequence[Series] = (),
+    ) -> None:
+        """A framed key right of the plot area (``outside``), or inside it in whichever corner
+        covers the fewest points of the ``avoid`` series (upper right on a tie)."""
         if not entries:
             return
-        _, top, right, _ = self.area
+        left, top, right, bottom = self.area
         row = FONT_SIZE + 5
         width = max(int(self.draw.textlength(name, font=self.font)) for name, _ in entries) + 34
-        x0, y0 = (right + 10, top) if outside else (right - width - 6, top + 6)
-        self.draw.rectangle([x0, y0, x0 + width, y0 + row * len(entries) + 6], fill=BACKGROUND, outline=INK)
+        height = row * len(entries) + 6
+        if outside:
+            x0, y0 = right + 10, top
+        else:
+            corners = [
+                (right - width - 6, top + 6),
+                (left + 6, top + 6),
+                (right - width - 6, bottom - height - 6),
+                (left + 6, bottom - height - 6),
+            ]
+            points = [p for s in avoid for p in self._path(s)]
+            x0, y0 = min(corners, key=lambda c: sum(_inside(p, c, width, height) for p in points))
+        self.draw.rectangle([x0, y0, x0 + width, y0 + height], fill=BACKGROUND, outline=INK)
         for i, (name, colour) in enumerate(entries):
             y = y0 + 4 + i * row + row / 2
             self.draw.line([(x0 + 6, y), (x0 + 22, y)], fill=colour, width=3)
             self._text((x0 + 28, y), name, "lm")
+
+    def _path(self, series: Series, per_segment: int = 20) -> list[tuple[float, float]]:
+        """Pixel points along a series' line (its markers and points between them)."""
+        points = [self.to_pixel(x, y) for x, y in zip(series.xs, series.ys, strict=True) if math.isfinite(y)]
+        along = list(points)
+        for (xa, ya), (xb, yb) in zip(points, points[1:], strict=False):
+            along += [
+                (xa + (xb - xa) * k / per_segment, ya + (yb - ya) * k / per_segment)
+                for k in range(1, per_segment)
+            ]
+        return along
+
+
+def _inside(point: tuple[float, float], corner: tuple[float, float], width: float, height: float) -> bool:
+    margin = 4
+    return (
+        corner[0] - margin <= point[0] <= corner[0] + width + margin
+        and corner[1] - margin <= point[1] <= corner[1] + height + margin
+    )
 
 
 def _png(image: Image.Image) -> bytes:
@@ -239,7 +275,7 @@ def curves_png(rows: Sequence[dict[str, Any]]) -> bytes:
                       integer_x=True)  # fmt: skip
         for s in series:
             panel.line(s)
-        panel.legend([(s.name, s.colour) for s in series])
+        panel.legend([(s.name, s.colour) for s in series], avoid=series)
     return _png(image)
 
 
