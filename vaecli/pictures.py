@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from vaecli.config import TrainConfig
 from vaecli.errors import UsageError, VaeError
 from vaecli.evaluation import kl_per_dimension
 from vaecli.images import grid_png
@@ -43,9 +44,8 @@ class Inputs:
 # --- where images come from -------------------------------------------------------------------
 
 
-def _dataset_config(header: dict[str, Any], choice: DataChoice) -> Any:
-    from vaecli.config import TrainConfig
-
+def _dataset_config(header: dict[str, Any], choice: DataChoice) -> TrainConfig:
+    """Training options naming the chosen dataset (the model's own options where it is its own)."""
     trained = header.get("data") if isinstance(header.get("data"), dict) else {}
     own_name = trained.get("name")
     own_options = trained.get("options") if isinstance(trained.get("options"), dict) else {}
