@@ -497,3 +497,21 @@ def test_training_writes_reconstruction_grids_and_curves(small_run, mnist_test):
         assert row["train_neg_elbo"] == pytest.approx(row["train_reconstruction"] + row["train_kl"])
         assert row["train_kl"] > 0 and row["train_reconstruction"] > 0
     assert rows[1]["train_neg_elbo"] < rows[0]["train_neg_elbo"]
+
+
+def test_the_models_own_data_folder_is_the_fallback(small_run, mnist_test, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("VAECLI_DATA_DIR")  # small_run recorded --data-dir, so its test set is found
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    out = tmp_path / "r.png"
+    code, _, err = run(capsys, "reconstruct", small_run, "--n", "2", "--out", out)
+    assert code == 0, err
+    assert np.array_equal(cell(pixels(out), 1, 0), mnist_test[0][1].astype(int))
+
+
+def test_png_to_stdout(small_run, tmp_path, capsysbinary):
+    code = main(["traverse", str(small_run), "--dims", "1", "--steps", "3", "--out", "-"])
+    out, _ = capsysbinary.readouterr()
+    assert code == 0
+    path = tmp_path / "t.png"
+    path.write_bytes(out)
+    assert Image.open(path).size == grid_size(1, 3)
