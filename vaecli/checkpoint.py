@@ -29,12 +29,15 @@ FORMAT_VERSION = 1
 @dataclass
 class Position:
     """Where training stands: ``step`` steps of ``epoch`` are done (0 = the epoch has not
-    started); ``total`` is the epoch's running sum of -ELBO over ``seen`` images,
+    started); ``total`` is the epoch's running sum of -ELBO over ``seen`` images (and
+    ``reconstruction`` and ``kl`` those of its two terms),
     ``skipped`` the non-finite steps skipped so far, ``seconds`` the time spent in the epoch."""
 
     epoch: int = 1
     step: int = 0
     total: float = 0.0
+    reconstruction: float = 0.0
+    kl: float = 0.0
     seen: int = 0
     skipped: int = 0
     seconds: float = 0.0

@@ -307,8 +307,11 @@ def sample(
     nrow: Annotated[int | None, typer.Option(help="Images per grid row (default: square).")] = None,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
+    temperature: Annotated[
+        float, typer.Option(help="Scale of the prior's standard deviation: z ~ N(0, T^2 I).")
+    ] = 1.0,
 ) -> None:
-    """Draw images from a model: z ~ N(0, I), then the decoder."""
+    """Draw images from a model: z ~ N(0, T^2 I) (T = 1: the prior), then the decoder."""
     from vaecli.sampling import encode_samples
     from vaecli.sampling import sample as draw
 
@@ -317,7 +320,7 @@ def sample(
     if nrow is not None and nrow < 1:
         raise UsageError(f"--nrow must be at least 1, got {nrow}")
     _check_output(out, force)
-    samples = draw(model, n=n, seed=seed, mode=mode, device=device)
+    samples = draw(model, n=n, seed=seed, mode=mode, device=device, temperature=temperature)
     _write_output(out, encode_samples(samples, format, nrow))
     if out != "-":
         stderr.print(f"wrote {n} samples to {out}")
@@ -351,6 +354,151 @@ def plugins(
             state += f" (also in {', '.join(status.clashes)}: name one as DIST:NAME)"
         table.add_row(entry.kind, entry.name, entry.distribution, entry.version, state)
     Console(soft_wrap=True).print(table)
+
+
+DataOpt = Annotated[
+    str | None, typer.Option("--data", help="Dataset to take test images from (default: the model's own).")
+]
+DataDirOpt = Annotated[
+    str | None,
+    typer.Option(help="Where datasets live (default: $VAECLI_DATA_DIR, else ~/.cache/vaecli/data)."),
+]
+DataOptOpt = Annotated[list[str] | None, typer.Option(help="A dataset option KEY=VALUE (repeatable).")]
+ModeOpt = Annotated[
+    str, typer.Option(help="mean (expected pixels), sample (drawn pixels) or mode (categorical's argmax).")
+]
+ModelArg = Annotated[str, typer.Argument(help="A model.safetensors file or a run folder.")]
+
+
+def _data_choice(data: str | None, data_dir: str | None, data_opt: list[str] | None) -> Any:
+    from vaecli.options import parse_key_values
+    from vaecli.pictures import DataChoice
+
+    return DataChoice(data, data_dir, parse_key_values(data_opt or [], "--data-opt"))
+
+
+def _write_picture(picture: Any, out: str) -> None:
+    _write_output(out, picture.png)
+    if out != "-":
+        stderr.print(f"wrote {out}: {picture.note}", soft_wrap=True)
+
+
+@app.command()
+def reconstruct(
+    model: ModelArg,
+    paths: Annotated[
+        list[str] | None, typer.Argument(help="Image files or folders (default: test images of --data).")
+    ] = None,
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    data_opt: DataOptOpt = None,
+    n: Annotated[int, typer.Option("--n", help="How many test images (with --data).")] = 16,
+    mode: ModeOpt = "mean",
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    out: Annotated[str, typer.Option(help="Output PNG; - writes to stdout.")] = "reconstructions.png",
+    force: ForceOpt = False,
+) -> None:
+    """Originals (left column) beside their reconstructions decode(mu(x)) (right column)."""
+    from vaecli.pictures import reconstruct as draw
+
+    if paths and data is not None:
+        raise UsageError("give image files or --data, not both")
+    _check_output(out, force)
+    picture = draw(model, paths or (), _data_choice(data, data_dir, data_opt), n, mode, seed, device)
+    _write_picture(picture, out)
+
+
+@app.command()
+def interpolate(
+    model: ModelArg,
+    a: Annotated[str, typer.Argument(help="An image file, DATA:INDEX (e.g. mnist:3) or INDEX.")],
+    b: Annotated[str, typer.Argument(help="An image file, DATA:INDEX or INDEX.")],
+    steps: Annotated[int, typer.Option(help="Images in the row, both ends included (at least 2).")] = 10,
+    slerp: Annotated[bool, typer.Option("--slerp", help="Along the great circle, not the line.")] = False,
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    data_opt: DataOptOpt = None,
+    mode: ModeOpt = "mean",
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    out: Annotated[str, typer.Option(help="Output PNG; - writes to stdout.")] = "interpolation.png",
+    force: ForceOpt = False,
+) -> None:
+    """Decode along the line (or --slerp) between the codes mu(A) and mu(B) of two images."""
+    from vaecli.pictures import interpolate as draw
+
+    if steps < 2:
+        raise UsageError(f"--steps must be at least 2, got {steps}")
+    _check_output(out, force)
+    choice = _data_choice(data, data_dir, data_opt)
+    _write_picture(draw(model, a, b, steps, slerp, choice, mode, seed, device), out)
+
+
+@app.command()
+def traverse(
+    model: ModelArg,
+    dims: Annotated[
+        str | None,
+        typer.Option(help="Latent dimensions, e.g. 0,1,5 (default: those with the highest KL)."),
+    ] = None,
+    range_: Annotated[float, typer.Option("--range", help="Sweep each dimension over [-R, R].")] = 3.0,
+    steps: Annotated[int, typer.Option(help="Images per row (at least 2).")] = 11,
+    count: Annotated[int, typer.Option(help="Rows when --dims is not given.")] = 10,
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    data_opt: DataOptOpt = None,
+    mode: ModeOpt = "mean",
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    out: Annotated[str, typer.Option(help="Output PNG; - writes to stdout.")] = "traversal.png",
+    force: ForceOpt = False,
+) -> None:
+    """One row per latent dimension, swept over [-range, range] with the others at 0."""
+    from vaecli.pictures import parse_dims
+    from vaecli.pictures import traverse as draw
+
+    chosen = parse_dims(dims) if dims is not None else None
+    if steps < 2:
+        raise UsageError(f"--steps must be at least 2, got {steps}")
+    _check_output(out, force)
+    choice = _data_choice(data, data_dir, data_opt)
+    _write_picture(draw(model, chosen, range_, steps, count, choice, mode, seed, device), out)
+
+
+@app.command()
+def plot(
+    run: Annotated[str, typer.Argument(help="A run folder (or its metrics.jsonl).")],
+    out: Annotated[str, typer.Option(help="Output PNG; - writes to stdout.")] = "curves.png",
+    force: ForceOpt = False,
+) -> None:
+    """Draw a run's training curves (-ELBO, reconstruction, KL per epoch) from metrics.jsonl."""
+    from vaecli.plots import curves_png, read_metrics
+
+    _check_output(out, force)
+    rows = read_metrics(run)
+    _write_output(out, curves_png(rows))
+    if out != "-":
+        stderr.print(f"wrote {out}: {len(rows)} epochs")
+
+
+@app.command(name="map")
+def latent_map(
+    model: ModelArg,
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    data_opt: DataOptOpt = None,
+    n: Annotated[int | None, typer.Option("--n", help="A random subset of N test images.")] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    out: Annotated[str, typer.Option(help="Output PNG; - writes to stdout.")] = "map.png",
+    force: ForceOpt = False,
+) -> None:
+    """The test set's latent means in 2-D (PCA past 2 dimensions), coloured by label."""
+    from vaecli.pictures import latent_map as draw
+
+    _check_output(out, force)
+    _write_picture(draw(model, _data_choice(data, data_dir, data_opt), n, seed, device), out)
 
 
 def _check_output(out: str, force: bool) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from vaecli.model import VAE
+from vaecli.model import VAE, kl_to_standard_normal
 
 EVAL_SEED = 1234  # the noise of test-set evaluation is fixed, so numbers compare across runs
 
@@ -35,3 +35,17 @@ def mean_elbo(
     if model.likelihood.reports_bits_per_dim:
         result["bits_per_dim"] = bits_per_dim(neg_elbo, math.prod(data.shape[1:]))
     return result
+
+
+@torch.no_grad()
+def kl_per_dimension(model: VAE, data: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """KL(q(z_d|x) || N(0, 1)) for each latent dimension d, averaged over ``data``: a float64
+    tensor (latent_dim,) in nats/image on the CPU; the entries sum to the mean KL term."""
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(model.latent_dim, dtype=torch.float64, device=data.device)
+    for start in range(0, data.shape[0], batch_size):
+        mu, logvar = model.encode(data[start : start + batch_size])
+        totals += kl_to_standard_normal(mu, logvar).double().sum(0)
+    model.train(was_training)
+    return (totals / max(data.shape[0], 1)).cpu()

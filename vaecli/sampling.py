@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -29,16 +30,20 @@ def sample(
     seed: int = 0,
     mode: str = "mean",
     device: str = "auto",
+    temperature: float = 1.0,
 ) -> Samples:
-    """z ~ N(0, I), then the decoder's picture of p(x|z) in ``mode`` (mean, sample, ...)."""
+    """z ~ N(0, T^2 I) (T = ``temperature``; 1 is the prior), then the decoder's picture of
+    p(x|z) in ``mode`` (mean, sample, ...)."""
     if n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise UsageError(f"--temperature must be a positive number, got {temperature}")
     target = choose_device(device)
     model, _ = load_model(model_or_run, target)
     model.likelihood.check_mode(mode)
     # Draw on the CPU with a seeded generator so a seed means the same z on every device.
     generator = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, model.latent_dim, generator=generator)
+    z = torch.randn(n, model.latent_dim, generator=generator) * temperature
     pixels_generator = torch.Generator(device=target).manual_seed(seed + 1)
     images = torch.cat(
         [

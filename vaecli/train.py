@@ -37,11 +37,15 @@ from vaecli.likelihoods import Likelihood
 from vaecli.model import VAE, Elbo, ModelSpec, build_model
 from vaecli.modelfile import MODEL_FILE, save_model
 from vaecli.options import call_with_options
+from vaecli.pictures import Inputs, reconstruction_grid, reconstructions
+from vaecli.plots import CURVES_FILE, curves_png
 from vaecli.precision import Precision, choose_precision
 from vaecli.runs import check_run_dir, default_run_dir, make_run_dir
 
 TEST_PREPARE_SEED = 0  # the test set is prepared (e.g. binarised) once, the same in every run
 SAMPLE_SEED = 0  # the per-epoch sample grids decode the same z every epoch
+RECON_IMAGES = 16  # the per-epoch reconstruction grids show the first test images
+RECONSTRUCTIONS_DIR = "reconstructions"
 
 
 class TrainObserver(Protocol):
@@ -186,6 +190,8 @@ def _train(
     sample_z = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED)).to(
         device
     )
+    recon_images = test_data.images[:RECON_IMAGES].to(device)
+    recon_inputs = Inputs(images=recon_images, x=test_x[:RECON_IMAGES])
     net: torch.nn.Module = model
     if ranks.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -240,9 +246,9 @@ def _train(
             state = TrainingState(position, rng_states(device), order if mid_epoch else None, extra)
             save_checkpoint(checkpoint_path, model, optimizer, scheduler, state)
 
-    def epoch_total() -> float:
-        """-ELBO summed over the images of the epoch so far, over all ranks."""
-        return distributed.all_sum(ranks, total).item()
+    def epoch_totals() -> list[float]:
+        """-ELBO, reconstruction and KL summed over the epoch's images so far, over all ranks."""
+        return distributed.all_sum(ranks, total).tolist()  # waits for the device
 
     params = [p for p in model.parameters() if p.requires_grad]
     # The run's wall clock, evaluation and files included, carried on across a resume.
@@ -256,8 +262,9 @@ def _train(
             started, seconds_before = time.perf_counter(), position.seconds
             if position.step == 0:
                 order = torch.randperm(n, device=device)
-            # A checkpoint holds the sum over all ranks: resumed, rank 0 carries it on alone.
-            carried = position.total if ranks.is_main else 0.0
+            # Running sums of -ELBO, reconstruction and KL, kept on the device (no per-step sync).
+            # A checkpoint holds the sums over all ranks: resumed, rank 0 carries them on alone.
+            carried = [position.total, position.reconstruction, position.kl] if ranks.is_main else [0.0] * 3
             total = torch.tensor(carried, dtype=torch.float64, device=device)
             batches = order.split(config.batch_size)
             for step in range(position.step + 1, steps_per_epoch + 1):
@@ -294,7 +301,8 @@ def _train(
                 else:
                     scaler.step(optimizer)
                     scaler.update()
-                    total += part_sum.detach()
+                    sums = [part_sum, -terms.reconstruction.float().sum(), terms.kl.float().sum()]
+                    total += torch.stack(sums).detach()
                     position.seen += x.shape[0]
                 if scheduler is not None:
                     scheduler.step()
@@ -303,7 +311,7 @@ def _train(
                     observer.on_step(step)
                 signum = distributed.any_signal(ranks, interrupt.signum, device)
                 if signum:
-                    position.total = epoch_total()
+                    position.total, position.reconstruction, position.kl = epoch_totals()
                     position.seconds = seconds_before + time.perf_counter() - started
                     checkpoint(mid_epoch=True)
                     name = signal.Signals(signum).name
@@ -313,10 +321,12 @@ def _train(
                         signum,
                     )
                 if config.checkpoint_every and step % config.checkpoint_every == 0 and step < steps_per_epoch:
-                    position.total = epoch_total()
+                    position.total, position.reconstruction, position.kl = epoch_totals()
                     position.seconds = seconds_before + time.perf_counter() - started
                     checkpoint(mid_epoch=True)
-            train_neg_elbo = epoch_total() / max(position.seen, 1)  # .item() waits for the device
+            train_neg_elbo, train_reconstruction, train_kl = (
+                t / max(position.seen, 1) for t in epoch_totals()
+            )
             seconds = seconds_before + time.perf_counter() - started
             if not ranks.is_main:  # rank 0 evaluates and writes; the others go on to the next epoch
                 position = Position(epoch=epoch + 1)
@@ -325,6 +335,8 @@ def _train(
             metrics = {
                 "epoch": epoch,
                 "train_neg_elbo": train_neg_elbo,
+                "train_reconstruction": train_reconstruction,
+                "train_kl": train_kl,
                 "test_neg_elbo": test["neg_elbo"],
                 "test_reconstruction": test["reconstruction"],
                 "test_kl": test["kl"],
@@ -340,6 +352,9 @@ def _train(
             with torch.no_grad():
                 pictures = likelihood.mean(model.decode(sample_z))
             write_bytes_atomic(run_dir / "samples" / f"epoch-{epoch:03d}.png", grid_png(pictures))
+            recon = reconstruction_grid(recon_images, reconstructions(model, recon_inputs))
+            write_bytes_atomic(run_dir / RECONSTRUCTIONS_DIR / f"epoch-{epoch:03d}.png", recon)
+            write_bytes_atomic(run_dir / CURVES_FILE, curves_png(history))
             save_model(run_dir / MODEL_FILE, model, {**info, "metrics": metrics})
             position = Position(epoch=epoch + 1)
             checkpoint(mid_epoch=False)
