@@ -56,12 +56,20 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=50, help="test images scored by both")
     parser.add_argument("--k", type=int, default=1000, help="importance samples per image")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs when no --model is given")
+    parser.add_argument("--train-images", type=int, default=None, help="train on only the first N images")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.model is None:
-            config = TrainConfig(data_dir=args.data_dir, epochs=args.epochs, device="cpu", out=f"{tmp}/run")
+            config = TrainConfig(
+                data_dir=args.data_dir,
+                epochs=args.epochs,
+                limit_train=args.train_images,
+                limit_test=1000,
+                device="cpu",
+                out=f"{tmp}/run",
+            )
             args.model = str(train(config).run_dir)
         model, header = load_model(args.model, "cpu")
     images = load_dataset(
