@@ -358,7 +358,6 @@ def eval_command(
         limit=limit,
         device=device,
     )
-    config.validate()
     with _progress_bar("evaluating") as progress:
         report = evaluate_model(config, progress)
     if json_output:

@@ -23,9 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from vaecli.datasets import load_dataset
+from vaecli.devices import choose_device
 from vaecli.errors import UsageError, VaeError
+from vaecli.fileio import write_text_atomic
 from vaecli.likelihoods import Likelihood
 from vaecli.model import VAE, kl_to_standard_normal
+from vaecli.modelfile import load_model, model_path
 
 if TYPE_CHECKING:
     from vaecli.config import EvalConfig
@@ -287,11 +291,6 @@ def evaluate(
 def evaluate_model(config: EvalConfig, progress: Progress | None = None) -> EvalReport:
     """``vae eval``: load the model, its dataset (or the one asked for) prepared as training
     prepared its test set, evaluate, and save ``eval.json`` in the run folder if given one."""
-    from vaecli.datasets import load_dataset
-    from vaecli.devices import choose_device
-    from vaecli.fileio import write_text_atomic
-    from vaecli.modelfile import load_model, model_path
-
     config.validate()
     device = choose_device(config.device)
     path = model_path(config.model)
