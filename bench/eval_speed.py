@@ -78,9 +78,8 @@ def main() -> None:
     x = prepare_fixed(model.likelihood, images.images, TEST_PREPARE_SEED)
     n = x.shape[0]
     spec = model.spec
-    what = (
-        f"{spec.architecture} {spec.architecture_options or ''} latent {spec.latent_dim}, {spec.likelihood}"
-    )
+    options = " ".join(f"{key}={value}" for key, value in spec.architecture_options.items()) or "defaults"
+    what = f"{spec.architecture} ({options}), latent {spec.latent_dim}, {spec.likelihood}"
     print(
         f"importance-sampled log p(x), k = {args.k}, {n} images, "
         f"{torch.get_num_threads()} CPU threads, {what}"
