@@ -199,6 +199,13 @@ def test_real_plugin_package_end_to_end(shapes_plugin, tmp_path):
     sampled = vae("sample", str(run), "--n", "16", "--out", str(tmp_path / "s.png"))
     assert sampled.returncode == 0, sampled.stderr
 
+    evaluated = vae("eval", str(run), "--k", "20", "--limit", "100", "--json")  # the model's own dataset
+    assert evaluated.returncode == 0, evaluated.stderr
+    numbers = json.loads(evaluated.stdout)
+    assert numbers["data"] == "shapes" and numbers["images"] == 100 and numbers["latent_dim"] == 4
+    assert numbers["neg_log_px"] < numbers["neg_elbo"] and "neg_log_px" in numbers["bits_per_dim"]
+    assert json.loads((run / "eval.json").read_text())["neg_log_px"] == numbers["neg_log_px"]
+
     fresh = (
         f"import json; from vaecli.modelfile import load_model; m, h = load_model({str(run)!r}); "
         "print(json.dumps({'plugins': h['plugins'], 'arch': type(m.decoder).__module__, 'data': h['data']}))"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import vaecli
-from vaecli.config import TrainConfig
+from vaecli.config import EvalConfig, TrainConfig
 from vaecli.errors import UsageError, VaeError
 
 try:  # typer >= 0.20 ships its own copy of click
@@ -499,6 +501,119 @@ def latent_map(
 
     _check_output(out, force)
     _write_picture(draw(model, _data_choice(data, data_dir, data_opt), n, seed, device), out)
+
+
+@app.command("eval")
+def eval_command(
+    model: Annotated[str, typer.Argument(help="A model.safetensors file or a run folder.")],
+    data: Annotated[
+        str | None, typer.Option(help="Dataset (default: the one the model was trained on).")
+    ] = None,
+    data_dir: Annotated[
+        str | None,
+        typer.Option(help="Where datasets live (default: $VAECLI_DATA_DIR, else ~/.cache/vaecli/data)."),
+    ] = None,
+    data_opt: Annotated[
+        list[str] | None, typer.Option(help="A dataset option KEY=VALUE (repeatable).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="test or train.")] = EvalConfig.split,
+    k: Annotated[int, typer.Option("--k", help="Importance samples per image.")] = EvalConfig.k,
+    seed: SeedOpt = EvalConfig.seed,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Samples (images x samples) decoded at once; bounds memory (default: auto)."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N images.")] = None,
+    device: DeviceOpt = "auto",
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout instead.")] = False,
+) -> None:
+    """Score a model: -ELBO, its terms, importance-sampled log p(x), active units."""
+    import json
+
+    from vaecli.evaluation import evaluate_model
+    from vaecli.options import parse_key_values
+
+    config = EvalConfig(
+        model=model,
+        data=data,
+        data_dir=data_dir,
+        data_options=parse_key_values(data_opt or [], "--data-opt"),
+        split=split,
+        k=k,
+        seed=seed,
+        batch_size=batch_size,
+        limit=limit,
+        device=device,
+    )
+    with _progress_bar("evaluating") as progress:
+        report = evaluate_model(config, progress)
+    if json_output:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_eval_report(report)
+
+
+@contextlib.contextmanager
+def _progress_bar(what: str) -> Iterator[Callable[[int, int], None]]:
+    """A transient progress bar on stderr (only on a terminal), fed by (done, total) calls."""
+    bars: list[tuple[Progress, Any]] = []
+
+    def update(done: int, total: int) -> None:
+        if not stderr.is_terminal:
+            return
+        if not bars:
+            columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            bar = Progress(*columns, console=stderr, transient=True)
+            bar.start()
+            bars.append((bar, bar.add_task(what, total=total)))
+        bars[0][0].update(bars[0][1], completed=done)
+
+    try:
+        yield update
+    finally:
+        for bar, _ in bars:
+            bar.stop()
+
+
+def _print_eval_report(report: Any) -> None:
+    from rich.table import Table
+
+    src = report.source
+    console = Console(soft_wrap=True, highlight=False, markup=False)
+    console.print(
+        f"{src.get('model')}: {src.get('data')} {src.get('split')} split, {report.images} images, "
+        f"k = {report.k}, seed {report.seed}"
+    )
+    bpd = report.bits_per_dim or {}
+    table = Table(box=None, pad_edge=False)
+    for column, justify in (("nats/image", "left"), ("mean", "right"), ("std. error", "right")):
+        table.add_column(column, justify=justify)
+    if bpd:
+        table.add_column("bits/dim", justify="right")
+
+    def row(name: str, value: float, stderr_: float | None = None, bits: float | None = None) -> None:
+        cells = [name, f"{value:.2f}", "" if stderr_ is None else f"{stderr_:.2f}"]
+        table.add_row(*cells, *([f"{bits:.4f}" if bits is not None else ""] if bpd else []))
+
+    row("-ELBO", report.neg_elbo, report.neg_elbo_stderr, bpd.get("neg_elbo"))
+    row("  reconstruction -E_q log p(x|z)", report.reconstruction)
+    row("  KL(q(z|x) || p(z))", report.kl)
+    row(f"-log p(x), importance-sampled (k = {report.k})", report.neg_log_px, report.neg_log_px_stderr,
+        bpd.get("neg_log_px"))  # fmt: skip
+    row("gap log p(x) - ELBO ~ KL(q(z|x) || p(z|x))", report.gap, report.gap_stderr)
+    console.print(table)
+    console.print(
+        f"active units: {report.active_units} of {report.latent_dim} "
+        f"(Cov_x(E_q[z_d]) > {report.active_threshold})"
+    )
+    dims = Table(box=None, pad_edge=False)
+    for column in ("dim", "KL nats", "Cov_x(E_q[z])", "active"):
+        dims.add_column(column, justify="right")
+    for d, (kl, activity) in enumerate(zip(report.kl_per_dim, report.activity, strict=True)):
+        dims.add_row(
+            str(d), f"{kl:.3f}", f"{activity:.4f}", "yes" if activity > report.active_threshold else "no"
+        )
+    console.print(dims)
 
 
 def _check_output(out: str, force: bool) -> None:

@@ -94,6 +94,44 @@ class TrainConfig:
         build_likelihood(self.likelihood, self.likelihood_options)  # checks its options now
 
 
+EVAL_SPLITS = ("test", "train")
+
+
+@dataclass
+class EvalConfig:
+    """Every option of ``vae eval``: which model, on which images, with how many samples.
+
+    ``data`` None means the dataset recorded in the model file (``data_options`` then add to the
+    recorded options); ``batch_size`` None means as many decoded samples at once as fit a
+    fixed memory budget."""
+
+    model: str
+    data: str | None = None
+    data_dir: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
+    split: str = "test"
+    k: int = 1000
+    seed: int = 0
+    batch_size: int | None = None
+    limit: int | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.data is not None:
+            self.data, self.data_options = resolve_data(self.data, dict(self.data_options))
+
+    def validate(self) -> None:
+        """Reject impossible values before the model or the data are read."""
+        for key in ("k", "batch_size", "limit"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+        if self.split not in EVAL_SPLITS:
+            raise UsageError(f"--split: unknown '{self.split}' (use {' or '.join(EVAL_SPLITS)})")
+        if self.data is not None:
+            registry.BY_KIND["dataset"].entry(self.data)
+
+
 def _type_of(annotation: str) -> tuple[type, ...]:
     """The Python types a YAML value may have for a field annotated ``annotation``."""
     kinds: tuple[type, ...] = ()

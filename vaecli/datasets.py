@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
+from vaecli import registry
 from vaecli.errors import UsageError, VaeError
-from vaecli.options import as_float, as_int
+from vaecli.options import as_float, as_int, call_with_options
 
 DATA_DIR_ENV = "VAECLI_DATA_DIR"
 SPLITS = ("train", "test")
@@ -77,6 +78,25 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
     if os.environ.get(DATA_DIR_ENV):
         return Path(os.environ[DATA_DIR_ENV]).expanduser()
     return default_data_dir()
+
+
+def load_dataset(
+    name: str,
+    split: str,
+    options: dict[str, object] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+) -> ImageData:
+    """The ``split`` of the registered dataset ``name`` made with ``options``, cut to its first
+    ``limit`` images; ``data_dir`` as for :func:`resolve_data_dir`."""
+    factory = registry.datasets.load(name)
+    what = registry.datasets.describe(name)
+    data = call_with_options(factory, what, (resolve_data_dir(data_dir), split), dict(options or {}))
+    if not isinstance(data, ImageData):
+        raise VaeError(f"{what} did not give vaecli ImageData (got {type(data).__name__})")
+    if limit is not None:
+        data = ImageData(data.images[:limit], None if data.labels is None else data.labels[:limit], data.name)
+    return data
 
 
 MNIST_FILES = (

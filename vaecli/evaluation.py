@@ -1,20 +1,60 @@
-"""Scoring a model on a set of prepared images."""
+"""Scoring a model on a set of prepared images: the ELBO and its terms, the importance-sampled
+estimate of log p(x), and the diagnostics of the latent space.
+
+Since log p(x) = ELBO(x) + KL(q(z|x) || p(z|x)), the ELBO alone under-states a model by an
+unknown gap. With z_1..z_k ~ q(z|x),
+
+    log p(x) ~ logsumexp_i [log p(x|z_i) + log p(z_i) - log q(z_i|x)] - log k
+
+is a lower bound on log p(x) that tightens as k grows (Burda et al. 2015, the IWAE bound) and
+equals the ELBO in expectation at k = 1. :func:`evaluate` computes it in chunks of images x
+samples, each one vectorised computation, so memory stays bounded for any k.
+"""
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Any
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from vaecli.datasets import load_dataset
+from vaecli.devices import choose_device
+from vaecli.errors import UsageError, VaeError
+from vaecli.fileio import write_text_atomic
+from vaecli.likelihoods import Likelihood
 from vaecli.model import VAE, kl_to_standard_normal
+from vaecli.modelfile import load_model, model_path
+
+if TYPE_CHECKING:
+    from vaecli.config import EvalConfig
 
 EVAL_SEED = 1234  # the noise of test-set evaluation is fixed, so numbers compare across runs
+TEST_PREPARE_SEED = 0  # the test set is prepared (e.g. binarised) once, the same in every run
+ACTIVE_THRESHOLD = 0.01  # a latent dimension is active when Cov_x(E_q[z_d]) exceeds this
+CHUNK_BYTES = 256 << 20  # the working memory of one chunk of decoded samples
+MAX_CHUNK_SAMPLES = 8192  # more decoded samples at once gains no speed
+EVAL_FILE = "eval.json"
+LOG_2PI = math.log(2.0 * math.pi)
+
+Progress = Callable[[int, int], None]  # (images done, images in all)
 
 
 def bits_per_dim(nats: float, dims: int) -> float:
     """Nats per image to bits per dimension: nats / (D ln 2)."""
     return nats / (dims * math.log(2.0))
+
+
+@torch.no_grad()
+def prepare_fixed(likelihood: Likelihood, images: torch.Tensor, seed: int) -> torch.Tensor:
+    """Prepare a whole uint8 set once with a fixed seed (e.g. the binarised test set)."""
+    generator = torch.Generator(device=images.device).manual_seed(seed)
+    return torch.cat([likelihood.prepare(chunk, generator) for chunk in images.split(4096)])
 
 
 @torch.no_grad()
@@ -49,3 +89,252 @@ def kl_per_dimension(model: VAE, data: torch.Tensor, batch_size: int = 1000) -> 
         totals += kl_to_standard_normal(mu, logvar).double().sum(0)
     model.train(was_training)
     return (totals / max(data.shape[0], 1)).cpu()
+
+
+@dataclass
+class PerImage:
+    """Per-image numbers in nats (float64, on the CPU), in the order of the data."""
+
+    elbo: torch.Tensor
+    log_px: torch.Tensor  # the importance-sampled estimate
+    mu: torch.Tensor  # E_q[z] for each image, (N, latent_dim)
+
+
+@dataclass
+class EvalReport:
+    """Per-image averages in nats (bits/dim where the likelihood models 8-bit data)."""
+
+    images: int
+    k: int
+    seed: int
+    neg_elbo: float
+    neg_elbo_stderr: float | None
+    reconstruction: float  # -E_q[log p(x|z)], from the k samples
+    kl: float  # KL(q(z|x) || p(z)), closed form
+    neg_log_px: float  # -(importance-sampled estimate of log p(x))
+    neg_log_px_stderr: float | None
+    gap: float  # log p(x) estimate - ELBO: an estimate of KL(q(z|x) || p(z|x))
+    gap_stderr: float | None
+    kl_per_dim: list[float]
+    activity: list[float]  # Cov_x(E_q[z_d]) per latent dimension
+    active_units: int
+    bits_per_dim: dict[str, float] | None
+    seconds: float
+    per_image: PerImage = field(repr=False)
+    active_threshold: float = ACTIVE_THRESHOLD
+    #: Where the numbers come from (model, data, split, ...), filled in by :func:`evaluate_model`.
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def latent_dim(self) -> int:
+        return len(self.kl_per_dim)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-able data (per-image tensors left out)."""
+        return {
+            **self.source,
+            "images": self.images,
+            "k": self.k,
+            "seed": self.seed,
+            "neg_elbo": self.neg_elbo,
+            "neg_elbo_stderr": self.neg_elbo_stderr,
+            "reconstruction": self.reconstruction,
+            "kl": self.kl,
+            "neg_log_px": self.neg_log_px,
+            "neg_log_px_stderr": self.neg_log_px_stderr,
+            "gap": self.gap,
+            "gap_stderr": self.gap_stderr,
+            **({"bits_per_dim": self.bits_per_dim} if self.bits_per_dim is not None else {}),
+            "latent_dim": self.latent_dim,
+            "active_units": self.active_units,
+            "active_threshold": self.active_threshold,
+            "kl_per_dim": self.kl_per_dim,
+            "activity": self.activity,
+            "seconds": self.seconds,
+            "images_per_s": self.images / self.seconds if self.seconds > 0 else None,
+        }
+
+
+def chunk_shape(k: int, samples_at_once: int) -> tuple[int, int]:
+    """(images, samples per image) of one chunk holding at most ``samples_at_once`` samples:
+    all k samples of as many images as fit, or, for large k, part of the samples of one image."""
+    if k <= samples_at_once:
+        return samples_at_once // k, k
+    return 1, samples_at_once
+
+
+def default_samples_at_once(model: VAE, input_shape: tuple[int, ...]) -> int:
+    """How many samples to decode at once so one chunk's tensors stay near ``CHUNK_BYTES``.
+
+    The decoder is run on one z with hooks that add up the sizes of every module's output (an
+    upper bound on its activations); the likelihood's work adds a few image-sized tensors."""
+    sizes: list[int] = []
+
+    def record(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        sizes.append(output.numel() if isinstance(output, torch.Tensor) else 0)
+
+    device = _device_of(model)
+    hooks = [m.register_forward_hook(record) for m in model.decoder.modules()]
+    try:
+        with torch.no_grad():
+            params = model.decode(torch.zeros(1, model.latent_dim, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    floats = sum(sizes) + 3 * params.numel() + 4 * math.prod(input_shape)
+    return max(1, min(MAX_CHUNK_SAMPLES, CHUNK_BYTES // (4 * floats)))
+
+
+def _device_of(model: VAE) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _log_weights(
+    model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For images x (b, ...) and noise eps (b, s, d): log p(x|z) and the log importance weights
+    log p(x|z) + log p(z) - log q(z|x) of z = mu + sigma * eps, each (b, s)."""
+    b, s, d = eps.shape
+    z = mu.unsqueeze(1) + eps * torch.exp(0.5 * logvar).unsqueeze(1)
+    params = model.decode(z.reshape(b * s, d))
+    repeated = x.unsqueeze(1).expand(b, s, *x.shape[1:]).reshape(b * s, *x.shape[1:])
+    log_px_z = model.likelihood.log_prob(repeated, params).view(b, s)
+    log_pz = -0.5 * (z.square().sum(-1) + d * LOG_2PI)
+    # (z - mu) / sigma is eps itself, so log q needs no division.
+    log_qz = -0.5 * (eps.square().sum(-1) + logvar.sum(-1, keepdim=True) + d * LOG_2PI)
+    return log_px_z, log_px_z + log_pz - log_qz
+
+
+def _stderr(values: torch.Tensor) -> float | None:
+    """The standard error of the mean of ``values`` (None for fewer than two)."""
+    if values.numel() < 2:
+        return None
+    return (values.std() / math.sqrt(values.numel())).item()
+
+
+@torch.no_grad()
+def evaluate(
+    model: VAE,
+    data: torch.Tensor,
+    k: int = 1000,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+) -> EvalReport:
+    """Score ``model`` on prepared images ``data`` (N, C, H, W) with k importance samples each.
+
+    ``batch_size`` is how many samples (images x samples per image) are decoded at once, which
+    bounds memory whatever k is (default: what fits ``CHUNK_BYTES``). The samples are drawn on
+    the model's device from a generator seeded with ``seed``: the same seed, ``batch_size`` and
+    device give the same numbers (another batch size draws other samples; the estimates then
+    differ by Monte Carlo noise only).
+    """
+    if k < 1:
+        raise UsageError(f"k must be at least 1, got {k}")
+    if data.shape[0] < 1:
+        raise VaeError("no images to evaluate")
+    started = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    device = _device_of(model)
+    at_once = batch_size or default_samples_at_once(model, tuple(data.shape[1:]))
+    images_per_chunk, samples_per_chunk = chunk_shape(k, at_once)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    n, d = data.shape[0], model.latent_dim
+    elbos, log_pxs, recons, kls, mus = [], [], [], [], []
+    try:
+        for start in range(0, n, images_per_chunk):
+            x = data[start : start + images_per_chunk].to(device)
+            b = x.shape[0]
+            mu, logvar = model.encode(x)
+            log_sum_w = torch.full((b,), -math.inf, dtype=torch.float64, device=device)
+            recon_sum = torch.zeros(b, dtype=torch.float64, device=device)
+            for first in range(0, k, samples_per_chunk):
+                s = min(samples_per_chunk, k - first)
+                eps = torch.randn((b, s, d), generator=generator, device=device, dtype=mu.dtype)
+                log_px_z, log_w = _log_weights(model, x, mu, logvar, eps)
+                log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w.double(), dim=1))
+                recon_sum += log_px_z.double().sum(1)
+            kl = kl_to_standard_normal(mu, logvar).double()
+            recon = recon_sum / k
+            elbos.append((recon - kl.sum(1)).cpu())
+            log_pxs.append((log_sum_w - math.log(k)).cpu())
+            recons.append(recon.cpu())
+            kls.append(kl.cpu())
+            mus.append(mu.double().cpu())
+            if progress is not None:
+                progress(start + b, n)
+    finally:
+        model.train(was_training)
+    elbo, log_px, recon, kl, mu = (torch.cat(t) for t in (elbos, log_pxs, recons, kls, mus))
+    bad = ~torch.isfinite(log_px) | ~torch.isfinite(elbo)
+    if bad.any():
+        raise VaeError(
+            f"the model gives a non-finite log-likelihood for {int(bad.sum())} of {n} images "
+            f"(the first is image {int(bad.nonzero()[0])})"
+        )
+    activity = mu.var(dim=0, correction=0)
+    gap = log_px - elbo
+    neg_elbo, neg_log_px = -elbo.mean().item(), -log_px.mean().item()
+    bpd = None
+    if model.likelihood.reports_bits_per_dim:
+        dims = math.prod(data.shape[1:])
+        bpd = {"neg_elbo": bits_per_dim(neg_elbo, dims), "neg_log_px": bits_per_dim(neg_log_px, dims)}
+    return EvalReport(
+        images=n,
+        k=k,
+        seed=seed,
+        neg_elbo=neg_elbo,
+        neg_elbo_stderr=_stderr(elbo),
+        reconstruction=-recon.mean().item(),
+        kl=kl.sum(1).mean().item(),
+        neg_log_px=neg_log_px,
+        neg_log_px_stderr=_stderr(log_px),
+        gap=gap.mean().item(),
+        gap_stderr=_stderr(gap),
+        kl_per_dim=kl.mean(0).tolist(),
+        activity=activity.tolist(),
+        active_units=int((activity > ACTIVE_THRESHOLD).sum()),
+        bits_per_dim=bpd,
+        seconds=time.perf_counter() - started,
+        per_image=PerImage(elbo=elbo, log_px=log_px, mu=mu),
+    )
+
+
+def evaluate_model(config: EvalConfig, progress: Progress | None = None) -> EvalReport:
+    """``vae eval``: load the model, its dataset (or the one asked for) prepared as training
+    prepared its test set, evaluate, and save ``eval.json`` in the run folder if given one."""
+    config.validate()
+    device = choose_device(config.device)
+    path = model_path(config.model)
+    model, header = load_model(path, device)
+    recorded = header.get("data") if isinstance(header.get("data"), dict) else {}
+    if config.data is None:
+        name = recorded.get("name")
+        if not isinstance(name, str):
+            raise UsageError(f"{path} does not record the dataset it was trained on; pass --data NAME")
+        recorded_options = recorded.get("options") if isinstance(recorded.get("options"), dict) else {}
+        data_name, data_options = name, {**recorded_options, **config.data_options}
+    else:
+        data_name, data_options = config.data, config.data_options
+    data = load_dataset(data_name, config.split, data_options, config.data_dir, config.limit)
+    wanted = tuple(model.spec.input_shape) if model.spec is not None else data.shape
+    if data.shape != wanted:
+        raise VaeError(
+            f"dataset '{data_name}' has images of shape {data.shape} (channels, height, width) but the "
+            f"model takes {wanted}"
+        )
+    x = prepare_fixed(model.likelihood, data.images.to(device), TEST_PREPARE_SEED)
+    report = evaluate(model, x, k=config.k, seed=config.seed, batch_size=config.batch_size, progress=progress)
+    report.source = {
+        "model": str(path),
+        "data": data_name,
+        "data_options": data_options,
+        "split": config.split,
+        "limit": config.limit,
+        "device": str(device),
+    }
+    if Path(config.model).is_dir():
+        write_text_atomic(Path(config.model) / EVAL_FILE, json.dumps(report.to_dict(), indent=2) + "\n")
+    return report

@@ -26,23 +26,20 @@ from vaecli.checkpoint import (
     set_rng_states,
 )
 from vaecli.config import TrainConfig
-from vaecli.datasets import ImageData, resolve_data_dir
+from vaecli.datasets import ImageData, load_dataset
 from vaecli.devices import choose_device
 from vaecli.distributed import Ranks
 from vaecli.errors import UsageError, VaeError
-from vaecli.evaluation import mean_elbo
+from vaecli.evaluation import TEST_PREPARE_SEED, mean_elbo, prepare_fixed
 from vaecli.fileio import write_bytes_atomic, write_text_atomic
 from vaecli.images import grid_png
-from vaecli.likelihoods import Likelihood
 from vaecli.model import VAE, Elbo, ModelSpec, build_model
 from vaecli.modelfile import MODEL_FILE, save_model
-from vaecli.options import call_with_options
 from vaecli.pictures import Inputs, reconstruction_grid, reconstructions
 from vaecli.plots import CURVES_FILE, curves_png
 from vaecli.precision import Precision, choose_precision
 from vaecli.runs import check_run_dir, default_run_dir, make_run_dir
 
-TEST_PREPARE_SEED = 0  # the test set is prepared (e.g. binarised) once, the same in every run
 SAMPLE_SEED = 0  # the per-epoch sample grids decode the same z every epoch
 RECON_IMAGES = 16  # the per-epoch reconstruction grids show the first test images
 RECONSTRUCTIONS_DIR = "reconstructions"
@@ -66,23 +63,8 @@ class TrainResult:
 
 def load_split(config: TrainConfig, split: str) -> ImageData:
     """The ``split`` of the configured dataset, cut to --limit-train/--limit-test."""
-    factory = registry.datasets.load(config.data)
-    root = resolve_data_dir(config.data_dir)
-    what = registry.datasets.describe(config.data)
-    data = call_with_options(factory, what, (root, split), config.data_options)
-    if not isinstance(data, ImageData):
-        raise VaeError(f"{what} did not give vaecli ImageData (got {type(data).__name__})")
     limit = config.limit_train if split == "train" else config.limit_test
-    if limit is not None:
-        data = ImageData(data.images[:limit], None if data.labels is None else data.labels[:limit], data.name)
-    return data
-
-
-@torch.no_grad()
-def prepare_fixed(likelihood: Likelihood, images: torch.Tensor, seed: int) -> torch.Tensor:
-    """Prepare a whole uint8 set once with a fixed seed (e.g. the binarised test set)."""
-    generator = torch.Generator(device=images.device).manual_seed(seed)
-    return torch.cat([likelihood.prepare(chunk, generator) for chunk in images.split(4096)])
+    return load_dataset(config.data, split, config.data_options, config.data_dir, limit)
 
 
 def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
