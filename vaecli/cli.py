@@ -397,7 +397,7 @@ def encode(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch on the device.")] = 256,
     workers: Annotated[
-        int | None, typer.Option(help="Image-decoding processes (default: one per core; 0: none).")
+        int | None, typer.Option(help="Image-decoding processes (default: cores - 1, at least 1; 0: none).")
     ] = None,
     device: DeviceOpt = "auto",
     strict: Annotated[

@@ -25,13 +25,17 @@ from vaecli.modelfile import load_model
 PATH_CHUNK = 1 << 16  # bytes read at a time from a NUL-separated path list
 
 
-def default_workers() -> int:
-    """One image-decoding process per CPU core this process may use (at most 8)."""
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Image-decoding processes: one per core but the one that runs the model (1 to 8)."""
+    return max(1, min(8, usable_cores() - 1))
 
 
 class ImageEncoder:
@@ -183,12 +187,20 @@ def encode_files(
     )
     generator = torch.Generator().manual_seed(seed)
     empty = torch.empty(0, encoder.latent_dim)
-    for good, images, failures in loader:
-        mu, logvar = encoder.encode(images) if images is not None else (empty, empty)
-        codes = {"mu": mu, "logvar": logvar}
-        if sample:
-            codes["z"] = VAE.reparameterise(mu, logvar, generator)
-        yield CodeBatch(list(good), codes, list(failures))
+    threads = torch.get_num_threads()
+    if workers and encoder.device.type == "cpu":
+        # The workers have the other cores: more model threads than free cores make every
+        # thread wait on the others (several times slower on a busy machine).
+        torch.set_num_threads(max(1, min(threads, usable_cores() - workers)))
+    try:
+        for good, images, failures in loader:
+            mu, logvar = encoder.encode(images) if images is not None else (empty, empty)
+            codes = {"mu": mu, "logvar": logvar}
+            if sample:
+                codes["z"] = VAE.reparameterise(mu, logvar, generator)
+            yield CodeBatch(list(good), codes, list(failures))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def encode_paths(
