@@ -350,3 +350,15 @@ def test_no_readable_image_still_gives_valid_empty_files(small_run, zoo, tmp_pat
     assert np.load(tmp_path / "none.npy").shape == (0,)
     assert load_file(tmp_path / "none.safetensors")["mu"].shape == (0, 8)
     assert (tmp_path / "none.npy.paths.jsonl").read_text() == ""
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path):
+    from vaecli.imagefiles import read_image
+
+    stored = np.zeros((10, 30), dtype=np.uint8)
+    stored[:, :15] = 255  # left half white as stored; orientation 6 means "rotate 90 degrees clockwise"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored, "L").save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=100)
+    upright = read_image(tmp_path / "phone.jpg", (1, 30, 10)).float()
+    assert upright[0, :13].mean() > 240 and upright[0, 17:].mean() < 15  # white on top once upright
