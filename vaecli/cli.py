@@ -616,6 +616,231 @@ def _print_eval_report(report: Any) -> None:
     console.print(dims)
 
 
+class _ProgressCounter:
+    """Counts images on stderr (a live line only when stderr is a terminal); reports skipped inputs."""
+
+    def __init__(self, what: str) -> None:
+        self.progress: Progress | None = None
+        if stderr.is_terminal:
+            from rich.progress import SpinnerColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                SpinnerColumn(), TextColumn(f"{what} {{task.completed}} images"), TimeElapsedColumn(),
+                console=stderr, transient=True,
+            )  # fmt: skip
+            self.task = self.progress.add_task(what, total=None)
+
+    def __enter__(self) -> _ProgressCounter:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def advance(self, n: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=n)
+
+    def skipped(self, where: str, reason: str) -> None:
+        line = f"vae: warning: skipping {_printable(where)}: {_one_line(reason)}"
+        if self.progress is not None:
+            self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line: control characters (a newline in a file name) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _note(line: str) -> None:
+    """One line on stderr, never wrapped."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _check_outputs(files: list[Path], force: bool) -> None:
+    for file in files:
+        _check_output(str(file), force)
+
+
+@app.command()
+def encode(
+    model: Annotated[str, typer.Argument(help="A model.safetensors file or a run folder.")],
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(help="Image files or folders (searched recursively); - or none: paths from stdin."),
+    ] = None,
+    null: Annotated[
+        bool, typer.Option("--null", "-0", help="Paths on stdin are NUL-separated (find -print0).")
+    ] = False,
+    output: Annotated[
+        str | None, typer.Option("--output", "--out", "-o", help="Write to FILE (default: stdout).")
+    ] = None,
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="jsonl, csv, npy or safetensors (default: from --output's suffix, else jsonl)."
+        ),
+    ] = None,
+    fields: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated, in order: path, mu, logvar, z (default: path,mu,logvar[,z])."),
+    ] = None,
+    sample_z: Annotated[
+        bool, typer.Option("--sample", help="Add z = mu + sigma * eps, drawn with --seed.")
+    ] = False,
+    seed: SeedOpt = 0,
+    fit: Annotated[
+        str | None,
+        typer.Option(help="Other sizes: stretch, crop or pad (default: as the model's training data)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch on the device.")] = 256,
+    workers: Annotated[
+        int | None, typer.Option(help="Image-decoding processes (default: cores - 1, at least 1; 0: none).")
+    ] = None,
+    device: DeviceOpt = "auto",
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Stop at the first file that cannot be read.")
+    ] = False,
+    force: ForceOpt = False,
+) -> None:
+    """Encode image files to latent codes (mu, logvar[, z]); exit 1 if any file could not be read."""
+    from vaecli.codefiles import DEFAULT_FIELDS, choose_format, open_writer, output_files, parse_fields
+    from vaecli.encoding import ImageEncoder, encode_files, expand_paths
+
+    chosen_fields = (
+        parse_fields(fields) if fields is not None else DEFAULT_FIELDS + (("z",) if sample_z else ())
+    )
+    chosen_format = choose_format(format, output, chosen_fields)
+    if workers is not None and workers < 0:
+        raise UsageError(f"--workers must be 0 (decode in this process) or more, got {workers}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    given = list(paths or ["-"])
+    if "-" in given and sys.stdin.isatty():
+        raise UsageError("no image paths: give files or folders, or pipe a list of paths to stdin")
+    to_file = output is not None and output != "-"
+    if to_file:
+        _check_outputs(output_files(chosen_format, output, chosen_fields), force)
+    encoder = ImageEncoder.load(model, device, fit)  # a missing or bad model stops here, before any work
+    empty = lambda folder: _note(f"vae: warning: no image files in {_printable(folder)}")  # noqa: E731
+    found = expand_paths(given, sys.stdin.buffer, null, on_empty_folder=empty)
+    batches = encode_files(encoder, found, batch_size, workers, sample="z" in chosen_fields, seed=seed)
+    failed = 0
+    metadata = {"model": str(Path(model).resolve())}
+    with (
+        _ProgressCounter("encoded") as progress,
+        open_writer(
+            chosen_format, output, chosen_fields, encoder.latent_dim, sys.stdout.buffer, metadata
+        ) as out,
+    ):
+        for batch in batches:
+            if strict and batch.failures:
+                first = batch.failures[0]
+                out.write(batch.head(first.before))
+                raise VaeError(f"cannot read {_printable(first.where)}: {first.reason} (stopped by --strict)")
+            for failure in batch.failures:
+                progress.skipped(failure.where, failure.reason)
+            failed += len(batch.failures)
+            out.write(batch)
+            progress.advance(len(batch))
+        written = out.count
+    if to_file:
+        _note(f"wrote {written} codes to {output}")
+    if failed:
+        _note(f"vae: {failed} of {written + failed} files could not be encoded (exit code 1)")
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def decode(
+    model: Annotated[str, typer.Argument(help="A model.safetensors file or a run folder.")],
+    codes: Annotated[
+        str, typer.Argument(help="Codes from vae encode (jsonl, csv, npy, safetensors); - : stdin.")
+    ] = "-",
+    out: Annotated[str | None, typer.Option("--out", help="Folder for one PNG per record.")] = None,
+    grid: Annotated[
+        str | None, typer.Option("--grid", help="One PNG of all images in a grid instead.")
+    ] = None,
+    format: Annotated[
+        str | None,
+        typer.Option("--format", help="The codes' format (default: from the suffix or the content)."),
+    ] = None,
+    latent: Annotated[
+        str | None, typer.Option(help="Which code to decode: mu (default) or z (from encode --sample).")
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(help="mean (expected pixels), sample (drawn pixels) or mode (categorical's argmax)."),
+    ] = "mean",
+    seed: SeedOpt = 0,
+    nrow: Annotated[int | None, typer.Option(help="Images per grid row (default: square).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Records per batch on the device.")] = 256,
+    device: DeviceOpt = "auto",
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Stop at the first record that cannot be read.")
+    ] = False,
+    force: ForceOpt = False,
+) -> None:
+    """Decode latent codes to images: one PNG per record (--out FOLDER) or a grid (--grid FILE)."""
+    from vaecli.codefiles import read_codes
+    from vaecli.decoding import ImageFolderWriter, decode_codes
+    from vaecli.devices import choose_device
+    from vaecli.modelfile import load_model
+
+    if (out is None) == (grid is None):
+        raise UsageError("give --out FOLDER (one PNG per record) or --grid FILE.png")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if nrow is not None and nrow < 1:
+        raise UsageError(f"--nrow must be at least 1, got {nrow}")
+    if codes == "-" and sys.stdin.isatty():
+        raise UsageError("no codes: give a codes file, or pipe vae encode's output to stdin")
+    if out is not None:
+        ImageFolderWriter.check(out, force)
+    else:
+        _check_output(str(grid), force)
+    target = choose_device(device)
+    vae_model, _ = load_model(model, target)
+    records = read_codes(codes, format, batch_size, vae_model.latent_dim, sys.stdin.buffer)
+    folder = ImageFolderWriter(out) if out is not None else None
+    pictures, failed = [], 0
+    with _ProgressCounter("decoded") as progress:
+        for batch in decode_codes(vae_model, records, latent, mode, seed, target):
+            if strict and batch.failures:
+                first = batch.failures[0]
+                raise VaeError(f"cannot read {first.where} of {codes}: {first.reason} (stopped by --strict)")
+            for failure in batch.failures:
+                progress.skipped(f"{failure.where} of {codes}", failure.reason)
+            failed += len(batch.failures)
+            if folder is not None:
+                for path, image in zip(batch.paths, batch.images, strict=True):
+                    folder.write(path, image)
+            else:
+                pictures.append(batch.images)
+            progress.advance(len(batch.paths))
+    if folder is not None:
+        written = folder.count
+        _note(f"wrote {written} images to {out}")
+    else:
+        import torch
+
+        from vaecli.fileio import write_bytes_atomic
+        from vaecli.images import grid_png
+
+        images = torch.cat(pictures) if pictures else torch.empty(0)
+        written = len(images)
+        if written:
+            write_bytes_atomic(str(grid), grid_png(images, nrow))
+            _note(f"wrote a grid of {written} images to {grid}")
+    if failed:
+        _note(f"vae: {failed} records could not be decoded (exit code 1)")
+        raise typer.Exit(code=1)
+
+
 def _check_output(out: str, force: bool) -> None:
     if out == "-":
         if sys.stdout.isatty():

@@ -12,8 +12,9 @@ from vaecli.errors import VaeError
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is synced and renamed to ``path``."""
+def atomic_path(path: str | os.PathLike[str], sync: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is synced (unless ``sync`` is
+    False: many small files, where a crash may lose but never half-write one) and renamed."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
@@ -24,8 +25,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the final file gets the usual permissions
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if sync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, final)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -35,9 +37,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, sync: bool = True) -> None:
     """Write ``data`` to ``path`` through a temporary file."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, sync) as tmp:
         tmp.write_bytes(data)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vaecli.errors import UsageError
 
@@ -80,24 +80,37 @@ def read_image(
     path: str | os.PathLike[str], shape: tuple[int, int, int], fit: str = "stretch"
 ) -> torch.Tensor:
     """The image at ``path`` as uint8 (C, H, W) of ``shape``: grey (C = 1) or RGB (C = 3),
-    resized by ``fit`` (stretch, crop or pad). Raises :class:`UnreadableImage`."""
+    turned upright by its EXIF orientation and resized by ``fit`` (stretch, crop or pad).
+    Raises :class:`UnreadableImage` for anything that is not a readable image."""
     channels, height, width = shape
     if channels not in (1, 3):
         raise UsageError(f"images can be read as 1 (grey) or 3 (RGB) channels, not {channels}")
     if fit not in FITS:
         raise UsageError(f"unknown fit '{fit}' (use {', '.join(FITS)})")
+    mode = "L" if channels == 1 else "RGB"
     try:
-        if os.path.getsize(path) == 0:
-            raise UnreadableImage("empty file")
         with Image.open(path) as opened:
             opened.load()
-            image = _flatten_alpha(_to_8bit(opened))
-            image = image.convert("L" if channels == 1 else "RGB")
-    except UnreadableImage:
-        raise
+            image = ImageOps.exif_transpose(opened) if "exif" in opened.info else opened
+            image = _flatten_alpha(_to_8bit(image))
+            if image.mode != mode:
+                image = image.convert(mode)
+            pixels = bytearray(_fit(image, height, width, fit).tobytes())
     except UnidentifiedImageError:
-        raise UnreadableImage("not an image file") from None
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data, unreadable file
-        raise UnreadableImage(str(exc).strip() or type(exc).__name__) from None
-    array = np.asarray(_fit(image, height, width, fit), dtype=np.uint8)
-    return torch.from_numpy(array.reshape(height, width, channels).copy()).permute(2, 0, 1).contiguous()
+        raise UnreadableImage("empty file" if _is_empty(path) else "not an image file") from None
+    except Image.DecompressionBombError as exc:
+        raise UnreadableImage(f"too large to read safely ({exc})") from None
+    except OSError as exc:  # truncated or corrupt data, an unreadable or missing file, a folder
+        reason = exc.strerror if exc.filename is not None and exc.strerror else str(exc).strip()
+        raise UnreadableImage(reason or type(exc).__name__) from None
+    except Exception as exc:  # a decoder tripping over hostile bytes must not stop a whole run
+        raise UnreadableImage(f"corrupt image data ({type(exc).__name__}: {exc})") from None
+    image_hwc = torch.frombuffer(pixels, dtype=torch.uint8).view(height, width, channels)
+    return image_hwc.permute(2, 0, 1).contiguous()
+
+
+def _is_empty(path: str | os.PathLike[str]) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False

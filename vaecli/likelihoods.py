@@ -46,6 +46,12 @@ class Likelihood(nn.Module):
         """Turn uint8 images (B, C, H, W) into the float data this likelihood models."""
         raise NotImplementedError
 
+    def encoder_input(self, images: torch.Tensor) -> torch.Tensor:
+        """What ``vae encode`` feeds the encoder for uint8 images (B, C, H, W): the expected value
+        of ``prepare``, so an image always gets the same code. The default is ``prepare`` itself,
+        right when it draws no noise; likelihoods whose ``prepare`` is random override this."""
+        return self.prepare(images)
+
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """log p(x | params) in nats, summed over pixels: shape (batch,)."""
         raise NotImplementedError
@@ -85,6 +91,9 @@ class Bernoulli(Likelihood):
 
     def prepare(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.bernoulli(images.float().div_(255.0), generator=generator)
+
+    def encoder_input(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float().div_(255.0)  # E[bernoulli(pixel / 255)]
 
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         logits = params[:, 0]
@@ -143,6 +152,9 @@ class Gaussian(Likelihood):
 
     def prepare(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return dequantise(images, generator)
+
+    def encoder_input(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float().add_(0.5).div_(256.0)  # E[(pixel + u) / 256], u ~ U[0, 1)
 
     def log_sigma(self, params: torch.Tensor) -> torch.Tensor:
         """log sigma, broadcastable against the means params[:, 0]."""

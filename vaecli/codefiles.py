@@ -1,0 +1,597 @@
+"""Files of latent codes: what ``vae encode`` writes and ``vae decode`` reads back.
+
+Formats (``FORMATS``):
+
+- ``jsonl``: one JSON object per image, ``{"path": ..., "mu": [...], "logvar": [...]}``.
+- ``csv``: a header row (``path,mu_0,...,mu_{d-1},logvar_0,...``), then one row per image.
+- ``npy``: one structured array with a field per code (``np.load(f)["mu"]`` is (N, d) float32).
+- ``safetensors``: one float32 tensor (N, d) per code.
+
+The two binary formats keep the paths, in order, in a sidecar ``FILE.paths.jsonl`` (one JSON
+string per line). Numbers are float32 written with 9 significant digits, which read back to
+the same float32. Writers stream (rows are written as batches arrive; nothing grows with the
+number of images), and a file is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+
+from vaecli.errors import UsageError, VaeError
+from vaecli.fileio import atomic_path
+
+CODE_FIELDS = ("mu", "logvar", "z")
+FIELDS = ("path", *CODE_FIELDS)
+DEFAULT_FIELDS = ("path", "mu", "logvar")
+CODES_FORMAT = "vaecli-codes"
+NUMBER = "%.9g"  # 9 significant digits: every float32 survives the round trip through text
+
+
+@dataclass
+class Failure:
+    """An input that gave no record: where (a file's path, or ``line N``) and why."""
+
+    where: str
+    reason: str
+    before: int = 0  #: how many records of the same batch come before it
+
+
+@dataclass
+class CodeBatch:
+    """Records in input order: their paths (None when unknown) and codes, each (n, latent)
+    float32 on the CPU; ``failures`` are the inputs among them that gave no record."""
+
+    paths: list[str | None]
+    codes: dict[str, torch.Tensor]
+    failures: list[Failure] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def head(self, n: int) -> CodeBatch:
+        """The first ``n`` records, without failures."""
+        return CodeBatch(self.paths[:n], {k: v[:n] for k, v in self.codes.items()})
+
+
+def parse_fields(text: str) -> tuple[str, ...]:
+    """``"path,mu"`` as a checked tuple of field names."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    for name in names:
+        if name not in FIELDS:
+            raise UsageError(f"unknown field '{name}' in --fields (use {', '.join(FIELDS)})")
+    if not names:
+        raise UsageError(f"--fields is empty (use some of {', '.join(FIELDS)})")
+    if len(set(names)) != len(names):
+        raise UsageError(f"--fields names a field twice: '{text}'")
+    return names
+
+
+def sidecar_path(output: str | os.PathLike[str]) -> Path:
+    """Where the paths of a binary codes file are kept."""
+    return Path(f"{os.fspath(output)}.paths.jsonl")
+
+
+def choose_format(format: str | None, output: str | None, fields: tuple[str, ...]) -> str:
+    """The output format: ``format`` if given, else from the output file's suffix, else jsonl."""
+    if format is None:
+        suffix = Path(output).suffix.lower().lstrip(".") if output and output != "-" else ""
+        format = SUFFIXES.get(suffix, "jsonl")
+    if format not in FORMATS:
+        raise UsageError(f"unknown --format '{format}' (use {', '.join(FORMATS)})")
+    if format in BINARY:
+        if output is None or output == "-":
+            raise UsageError(f"--format {format} is a binary file: give --output FILE")
+        if not any(name in CODE_FIELDS for name in fields):
+            raise UsageError(f"--format {format} stores codes: --fields must name mu, logvar or z")
+    return format
+
+
+def output_files(format: str, output: str, fields: tuple[str, ...]) -> list[Path]:
+    """Every file a codes file of ``format`` at ``output`` consists of."""
+    files = [Path(output)]
+    if format in BINARY and "path" in fields:
+        files.append(sidecar_path(output))
+    return files
+
+
+class CodeWriter:
+    """Writes batches of records; ``finish`` completes the file."""
+
+    def __init__(self, stream: BinaryIO, fields: tuple[str, ...], latent_dim: int) -> None:
+        self.stream = stream
+        self.fields = fields
+        self.codes = tuple(name for name in fields if name in CODE_FIELDS)
+        self.latent_dim = latent_dim
+        self.count = 0
+
+    def write(self, batch: CodeBatch) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        self.stream.flush()
+
+
+class _TextWriter(CodeWriter):
+    """Rows of text made from one %-template per row (fast: one formatting call per record)."""
+
+    def __init__(self, stream: BinaryIO, fields: tuple[str, ...], latent_dim: int) -> None:
+        super().__init__(stream, fields, latent_dim)
+        self.numbers_before_path = (
+            latent_dim * sum(1 for name in fields[: fields.index("path")] if name in CODE_FIELDS)
+            if "path" in fields
+            else 0
+        )
+        self.template = self.row_template(NUMBER)
+        self.safe_template = self.row_template("%s")
+
+    def row_template(self, number: str) -> str:
+        raise NotImplementedError
+
+    def format_path(self, path: str | None) -> str:
+        raise NotImplementedError
+
+    def format_number(self, value: float) -> str:
+        raise NotImplementedError
+
+    def write(self, batch: CodeBatch) -> None:
+        if not len(batch):
+            return
+        numbers = torch.cat([batch.codes[name] for name in self.codes], 1) if self.codes else None
+        rows = numbers.tolist() if numbers is not None else [[] for _ in batch.paths]
+        finite = numbers is None or bool(torch.isfinite(numbers).all())
+        template = self.template if finite else self.safe_template
+        k, with_path = self.numbers_before_path, "path" in self.fields
+        lines = []
+        for path, row in zip(batch.paths, rows, strict=True):
+            values = row if finite else [self.format_number(v) for v in row]
+            if with_path:
+                values = [*values[:k], self.format_path(path), *values[k:]]
+            lines.append(template % tuple(values))
+        self.stream.write("".join(lines).encode("utf-8", "surrogateescape"))
+        self.stream.flush()  # a pipeline sees each batch as soon as it is encoded
+        self.count += len(batch)
+
+
+class JsonlWriter(_TextWriter):
+    """One JSON object per line, keys in the order of ``fields``."""
+
+    def row_template(self, number: str) -> str:
+        numbers = ", ".join([number] * self.latent_dim)
+        parts = [f'"{name}": %s' if name == "path" else f'"{name}": [{numbers}]' for name in self.fields]
+        return "{" + ", ".join(parts) + "}\n"
+
+    def format_path(self, path: str | None) -> str:
+        return json.dumps(path, ensure_ascii=False)
+
+    def format_number(self, value: float) -> str:
+        return NUMBER % value if np.isfinite(value) else "null"  # JSON has no NaN or Infinity
+
+
+class CsvWriter(_TextWriter):
+    """A header row, then one row per record (RFC 4180 quoting of paths)."""
+
+    def __init__(self, stream: BinaryIO, fields: tuple[str, ...], latent_dim: int) -> None:
+        super().__init__(stream, fields, latent_dim)
+        header = [
+            name if name == "path" else f"{name}_{i}"
+            for name in fields
+            for i in (range(1) if name == "path" else range(latent_dim))
+        ]
+        self.stream.write((",".join(header) + "\n").encode("utf-8"))
+
+    def row_template(self, number: str) -> str:
+        cells = ["%s" if name == "path" else ",".join([number] * self.latent_dim) for name in self.fields]
+        return ",".join(cells) + "\n"
+
+    def format_path(self, path: str | None) -> str:
+        text = "" if path is None else path
+        if any(c in text for c in ',"\r\n') or text != text.strip():
+            return '"' + text.replace('"', '""') + '"'
+        return text
+
+    def format_number(self, value: float) -> str:
+        return NUMBER % value
+
+
+class _BinaryWriter(CodeWriter):
+    """Codes in a binary file, paths in the sidecar stream (when ``path`` is a field)."""
+
+    def __init__(
+        self, stream: BinaryIO, fields: tuple[str, ...], latent_dim: int, paths: BinaryIO | None
+    ) -> None:
+        super().__init__(stream, fields, latent_dim)
+        self.paths = paths
+
+    def write_paths(self, batch: CodeBatch) -> None:
+        if self.paths is not None and len(batch):
+            text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in batch.paths)
+            self.paths.write(text.encode("utf-8", "surrogateescape"))
+
+
+class NpyWriter(_BinaryWriter):
+    """A structured array (N,) with one (latent,) float32 field per code. N is unknown until the
+    end, so the header is written with room to spare and rewritten with the count at the end."""
+
+    MAGIC = b"\x93NUMPY\x01\x00"
+
+    def __init__(
+        self, stream: BinaryIO, fields: tuple[str, ...], latent_dim: int, paths: BinaryIO | None
+    ) -> None:
+        super().__init__(stream, fields, latent_dim, paths)
+        self.dtype = np.dtype([(name, "<f4", (latent_dim,)) for name in self.codes])
+        self.header_size = len(self._header(10**19, None))
+        self.stream.write(self._header(0, self.header_size))
+
+    def _header(self, count: int, size: int | None) -> bytes:
+        descr = np.lib.format.dtype_to_descr(self.dtype)
+        text = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': ({count},), }}"
+        body = len(self.MAGIC) + 2 + len(text) + 1
+        total = size if size is not None else -(-body // 64) * 64  # numpy aligns data to 64 bytes
+        text = text + " " * (total - body) + "\n"
+        return self.MAGIC + struct.pack("<H", len(text)) + text.encode("latin1")
+
+    def write(self, batch: CodeBatch) -> None:
+        rows = np.empty(len(batch), dtype=self.dtype)
+        for name in self.codes:
+            rows[name] = batch.codes[name].numpy()
+        self.stream.write(rows.tobytes())
+        self.write_paths(batch)
+        self.count += len(batch)
+
+    def finish(self) -> None:
+        self.stream.seek(0)
+        self.stream.write(self._header(self.count, self.header_size))
+        super().finish()
+
+
+class SafetensorsWriter(_BinaryWriter):
+    """One float32 tensor (N, latent) per code. Each code is spooled to an unnamed temporary
+    file beside the output while batches arrive; at the end the header is written and the
+    spools are copied after it."""
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        fields: tuple[str, ...],
+        latent_dim: int,
+        paths: BinaryIO | None,
+        metadata: dict[str, str] | None = None,
+        spool_dir: str | None = None,
+    ) -> None:
+        super().__init__(stream, fields, latent_dim, paths)
+        self.metadata = {"format": CODES_FORMAT, "fields": ",".join(fields), **(metadata or {})}
+        self.spools = {name: tempfile.TemporaryFile(dir=spool_dir) for name in self.codes}
+
+    def write(self, batch: CodeBatch) -> None:
+        for name in self.codes:
+            self.spools[name].write(batch.codes[name].numpy().astype("<f4").tobytes())
+        self.write_paths(batch)
+        self.count += len(batch)
+
+    def finish(self) -> None:
+        header: dict[str, object] = {"__metadata__": {**self.metadata, "count": str(self.count)}}
+        offset, size = 0, self.count * self.latent_dim * 4
+        for name in self.codes:
+            shape = [self.count, self.latent_dim]
+            header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+            offset += size
+        text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        text += b" " * (-len(text) % 8)  # the data start 8-byte aligned
+        self.stream.write(struct.pack("<Q", len(text)) + text)
+        for name in self.codes:
+            spool = self.spools[name]
+            spool.seek(0)
+            shutil.copyfileobj(spool, self.stream, 1 << 20)
+            spool.close()
+        super().finish()
+
+
+FORMATS: dict[str, type[CodeWriter]] = {
+    "jsonl": JsonlWriter,
+    "csv": CsvWriter,
+    "npy": NpyWriter,
+    "safetensors": SafetensorsWriter,
+}
+BINARY = ("npy", "safetensors")
+SUFFIXES = {"jsonl": "jsonl", "json": "jsonl", "ndjson": "jsonl", "csv": "csv", "npy": "npy",
+            "safetensors": "safetensors"}  # fmt: skip
+
+
+@contextlib.contextmanager
+def open_writer(
+    format: str,
+    output: str | None,
+    fields: tuple[str, ...],
+    latent_dim: int,
+    stdout: BinaryIO,
+    metadata: dict[str, str] | None = None,
+) -> Iterator[CodeWriter]:
+    """A writer of ``format`` to ``output`` (None or ``-``: ``stdout``, text formats only).
+    Files appear under their names only when the block ends without an error; the paths
+    sidecar of a binary format is renamed first, so a codes file always has its paths."""
+    with contextlib.ExitStack() as stack:
+        if output is None or output == "-":
+            writer = FORMATS[format](stdout, fields, latent_dim)
+        else:
+            stream = stack.enter_context(open(stack.enter_context(atomic_path(output)), "wb"))
+            if format not in BINARY:
+                writer = FORMATS[format](stream, fields, latent_dim)
+            else:
+                paths = None
+                if "path" in fields:
+                    sidecar = stack.enter_context(atomic_path(sidecar_path(output)))
+                    paths = stack.enter_context(open(sidecar, "wb"))
+                if format == "npy":
+                    writer = NpyWriter(stream, fields, latent_dim, paths)
+                else:
+                    spool_dir = str(Path(output).resolve().parent)
+                    writer = SafetensorsWriter(stream, fields, latent_dim, paths, metadata, spool_dir)
+        yield writer
+        writer.finish()
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_codes(
+    source: str, format: str | None, batch_size: int, latent_dim: int, stdin: BinaryIO
+) -> Iterator[CodeBatch]:
+    """Batches of records from a codes file (``-``: ``stdin``, jsonl or csv), streaming.
+
+    A record that cannot be read (bad JSON, a missing code, a non-number) becomes a
+    :class:`Failure`; codes of another length than ``latent_dim`` stop with a :class:`VaeError`
+    (the codes were made by another model)."""
+    if source == "-":
+        stream = stdin
+        chosen = format or _sniff_text(stream)
+        if chosen in BINARY:
+            raise UsageError(f"read {chosen} codes from a file, not from stdin")
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise VaeError(f"no codes file at {source}")
+        chosen = format or SUFFIXES.get(path.suffix.lower().lstrip("."), None) or _sniff_file(path)
+    if chosen not in READERS:
+        raise UsageError(f"unknown --format '{chosen}' (use {', '.join(FORMATS)})")
+    if chosen in BINARY:
+        yield from READERS[chosen](Path(source), batch_size, latent_dim)
+        return
+    with contextlib.ExitStack() as stack:
+        if source != "-":
+            stream = stack.enter_context(open(source, "rb"))
+        yield from READERS[chosen](stream, batch_size, latent_dim)
+
+
+def _sniff_text(stream: BinaryIO) -> str:
+    head = stream.peek(1)[:64] if hasattr(stream, "peek") else b""
+    return "jsonl" if head.lstrip()[:1] in (b"{", b"") else "csv"
+
+
+def _sniff_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(NpyWriter.MAGIC[:6]):
+        return "npy"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    return "jsonl" if head.lstrip()[:1] in (b"{", b"") else "csv"
+
+
+class _Batcher:
+    """Collects records into :class:`CodeBatch` objects of ``size``."""
+
+    def __init__(self, size: int, latent_dim: int) -> None:
+        self.size, self.latent_dim = size, latent_dim
+        self.fields: tuple[str, ...] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.paths: list[str | None] = []
+        self.rows: dict[str, list[list[float]]] = {}
+        self.failures: list[Failure] = []
+
+    def check(self, codes: dict[str, list[float]], where: str) -> str | None:
+        """None if ``codes`` fit this file's fields and the model, else the reason they do not."""
+        if self.fields is None:
+            if not codes:
+                return f"no codes (a record needs one of {', '.join(CODE_FIELDS)})"
+            self.fields = tuple(sorted(codes, key=CODE_FIELDS.index))
+        missing = [name for name in self.fields if name not in codes]
+        if missing:
+            return f"no '{missing[0]}' (earlier records have it)"
+        for name in self.fields:
+            if len(codes[name]) != self.latent_dim:
+                raise VaeError(
+                    f"{where}: '{name}' has {len(codes[name])} numbers but the model's latent size is "
+                    f"{self.latent_dim} (were these codes made by another model?)"
+                )
+        return None
+
+    def add(self, path: str | None, codes: dict[str, list[float]]) -> CodeBatch | None:
+        self.paths.append(path)
+        for name in self.fields or ():
+            self.rows.setdefault(name, []).append(codes[name])
+        return self.take() if len(self.paths) >= self.size else None
+
+    def fail(self, where: str, reason: str) -> None:
+        self.failures.append(Failure(where, reason, before=len(self.paths)))
+
+    def take(self) -> CodeBatch | None:
+        if not self.paths and not self.failures:
+            return None
+        codes = {
+            name: torch.tensor(rows, dtype=torch.float32).view(-1, self.latent_dim)
+            for name, rows in self.rows.items()
+        }
+        batch = CodeBatch(self.paths, codes, self.failures)
+        self._reset()
+        return batch
+
+
+def _numbers(value: object, name: str) -> list[float]:
+    if not isinstance(value, list) or not all(
+        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in value
+    ):
+        raise ValueError(f"'{name}' is not a list of numbers")
+    return [float("nan") if v is None else float(v) for v in value]
+
+
+def _read_jsonl(stream: BinaryIO, batch_size: int, latent_dim: int) -> Iterator[CodeBatch]:
+    batcher = _Batcher(batch_size, latent_dim)
+    for number, raw in enumerate(stream, 1):
+        if not raw.strip():
+            continue
+        where = f"line {number}"
+        try:
+            record = json.loads(raw.decode("utf-8", "surrogateescape"))
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            path = record.get("path")
+            if path is not None and not isinstance(path, str):
+                raise ValueError("'path' is not a string")
+            codes = {name: _numbers(record[name], name) for name in CODE_FIELDS if name in record}
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            batcher.fail(where, str(exc).splitlines()[0] if str(exc) else "not JSON")
+            continue
+        reason = batcher.check(codes, where)
+        if reason is not None:
+            batcher.fail(where, reason)
+            continue
+        batch = batcher.add(path, codes)
+        if batch is not None:
+            yield batch
+    last = batcher.take()
+    if last is not None:
+        yield last
+
+
+def _read_csv(stream: BinaryIO, batch_size: int, latent_dim: int) -> Iterator[CodeBatch]:
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+    try:
+        yield from _csv_batches(csv.reader(text), batch_size, latent_dim)
+    finally:
+        text.detach()  # the caller owns (and closes) the stream
+
+
+def _csv_batches(reader: Any, batch_size: int, latent_dim: int) -> Iterator[CodeBatch]:
+    header = next(reader, None)
+    if header is None:
+        return
+    columns: dict[str, list[int]] = {}
+    for i, name in enumerate(header):
+        base, _, index = name.rpartition("_")
+        if name == "path":
+            columns["path"] = [i]
+        elif base in CODE_FIELDS and index.isdigit():
+            columns.setdefault(base, []).append(i)
+    if not any(name in columns for name in CODE_FIELDS):
+        raise VaeError(f"the CSV header names no codes ({', '.join(f'{n}_0' for n in CODE_FIELDS)}, ...)")
+    batcher = _Batcher(batch_size, latent_dim)
+    for row in reader:
+        where = f"line {reader.line_num}"
+        if not row:
+            continue
+        if len(row) != len(header):
+            batcher.fail(where, f"{len(row)} cells, the header has {len(header)}")
+            continue
+        try:
+            codes = {n: [float(row[i]) for i in columns[n]] for n in CODE_FIELDS if n in columns}
+        except ValueError as exc:
+            batcher.fail(where, str(exc))
+            continue
+        reason = batcher.check(codes, where)
+        if reason is not None:
+            batcher.fail(where, reason)
+            continue
+        batch = batcher.add(row[columns["path"][0]] if "path" in columns else None, codes)
+        if batch is not None:
+            yield batch
+    last = batcher.take()
+    if last is not None:
+        yield last
+
+
+def _sidecar_paths(path: Path) -> Iterator[str | None]:
+    """The paths of a binary codes file, then None for ever (no sidecar: names unknown)."""
+    side = sidecar_path(path)
+    if side.is_file():
+        with open(side, "rb") as f:
+            for line in f:
+                try:
+                    value = json.loads(line.decode("utf-8", "surrogateescape"))
+                except ValueError:
+                    value = None
+                yield value if isinstance(value, str) else None
+    while True:
+        yield None
+
+
+def _binary_batches(
+    path: Path, count: int, get: Callable[[str, int, int], np.ndarray], names: list[str], batch_size: int
+) -> Iterator[CodeBatch]:
+    paths = _sidecar_paths(path)
+    for start in range(0, count, batch_size):
+        stop = min(count, start + batch_size)
+        codes = {n: torch.from_numpy(np.array(get(n, start, stop), dtype=np.float32)) for n in names}
+        yield CodeBatch([next(paths) for _ in range(start, stop)], codes)
+
+
+def _check_binary(path: Path, names: list[str], shapes: list[tuple[int, ...]], latent_dim: int) -> None:
+    if not names:
+        raise VaeError(f"{path} holds no codes ({', '.join(CODE_FIELDS)})")
+    for name, shape in zip(names, shapes, strict=True):
+        if len(shape) != 2 or shape[0] != shapes[0][0]:
+            raise VaeError(f"{path}: '{name}' has shape {tuple(shape)}, expected (N, {latent_dim})")
+        if shape[1] != latent_dim:
+            raise VaeError(
+                f"{path}: '{name}' has {shape[1]} numbers per record but the model's latent size is "
+                f"{latent_dim} (were these codes made by another model?)"
+            )
+
+
+def _read_npy(path: Path, batch_size: int, latent_dim: int) -> Iterator[CodeBatch]:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise VaeError(f"{path} is not a readable .npy file ({exc})") from exc
+    names = [n for n in (array.dtype.names or ()) if n in CODE_FIELDS]
+    if array.ndim != 1:
+        raise VaeError(f"{path} is not a codes array (expected fields {', '.join(CODE_FIELDS)})")
+    _check_binary(path, names, [(len(array), *array.dtype[n].shape) for n in names], latent_dim)
+    yield from _binary_batches(path, len(array), lambda n, a, b: array[n][a:b], names, batch_size)
+
+
+def _read_safetensors(path: Path, batch_size: int, latent_dim: int) -> Iterator[CodeBatch]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            names = [n for n in CODE_FIELDS if n in f.keys()]
+            slices = {n: f.get_slice(n) for n in names}
+            shapes = [tuple(slices[n].get_shape()) for n in names]
+            _check_binary(path, names, shapes, latent_dim)
+            yield from _binary_batches(path, shapes[0][0], lambda n, a, b: slices[n][a:b], names, batch_size)
+    except (SafetensorError, OSError) as exc:
+        raise VaeError(f"{path} is not a readable safetensors file ({exc})") from exc
+
+
+READERS: dict[str, Callable[..., Iterator[CodeBatch]]] = {
+    "jsonl": _read_jsonl,
+    "csv": _read_csv,
+    "npy": _read_npy,
+    "safetensors": _read_safetensors,
+}
