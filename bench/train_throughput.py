@@ -20,40 +20,12 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+from example_vae import ExampleVAE, example_loader, train_epoch
 from torch import nn
-from torch.utils.data import DataLoader
-from torchvision import transforms
-from torchvision.datasets import MNIST
 
 from vaecli.datasets import resolve_data_dir
 from vaecli.model import ModelSpec, build_model
 from vaecli.train import TrainConfig, train
-
-
-class ExampleVAE(nn.Module):
-    """pytorch/examples vae/main.py, verbatim in substance."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(784, 400)
-        self.fc21 = nn.Linear(400, 20)
-        self.fc22 = nn.Linear(400, 20)
-        self.fc3 = nn.Linear(20, 400)
-        self.fc4 = nn.Linear(400, 784)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h1 = F.relu(self.fc1(x.view(-1, 784)))
-        mu, logvar = self.fc21(h1), self.fc22(h1)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
-
-
-def example_loss(
-    recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
-) -> torch.Tensor:
-    bce = F.binary_cross_entropy(recon, x.view(-1, 784), reduction="sum")
-    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
 
 def baseline(root: str, epochs: int, batch_size: int) -> float:
@@ -61,20 +33,11 @@ def baseline(root: str, epochs: int, batch_size: int) -> float:
     torch.manual_seed(0)
     model = ExampleVAE()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = DataLoader(
-        MNIST(root, train=True, transform=transforms.ToTensor()), batch_size=batch_size, shuffle=True
-    )
+    loader = example_loader(root, batch_size)
     rates = []
     for _ in range(epochs):
-        start, seen = time.perf_counter(), 0
-        for x, _ in loader:
-            x = torch.bernoulli(x)
-            optimizer.zero_grad()
-            recon, mu, logvar = model(x)
-            loss = example_loss(recon, x, mu, logvar)
-            loss.backward()
-            optimizer.step()
-            seen += x.shape[0]
+        start = time.perf_counter()
+        seen = train_epoch(model, optimizer, loader)
         rates.append(seen / (time.perf_counter() - start))
     return max(rates)
 

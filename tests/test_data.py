@@ -59,3 +59,14 @@ def test_builtins_come_through_entry_points():
         }
         assert declared and declared <= set(registry.BY_KIND[kind].names())
     assert registry.datasets.entry("mnist").distribution == "vaecli"
+
+
+def test_binarisation_probability_is_exactly_pixel_over_255():
+    levels = torch.tensor([0, 1, 64, 128, 254, 255], dtype=torch.uint8)
+    n = 200_000
+    images = levels.repeat(n, 1)
+    draws = Bernoulli().prepare(images, torch.Generator().manual_seed(3)).double()
+    frequency, p = draws.mean(0), levels.double() / 255
+    assert frequency[0] == 0 and frequency[-1] == 1  # never on for black, always on for white
+    sigma = (p * (1 - p) / n).sqrt()
+    assert ((frequency - p).abs()[1:-1] < 5 * sigma[1:-1]).all(), (frequency, p)

@@ -36,6 +36,20 @@ def test_bernoulli_log_prob_matches_torch_distributions(scale):
     torch.testing.assert_close(ours, reference)
 
 
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_bernoulli_gradient_matches_torch_distributions(scale):
+    g = torch.Generator().manual_seed(2)
+    logits = (torch.randn(5, 1, 1, 28, 28, generator=g, dtype=torch.float64) * scale).requires_grad_()
+    x = torch.bernoulli(torch.full((5, 1, 28, 28), 0.3, dtype=torch.float64), generator=g)
+    weights = torch.randn(5, generator=g, dtype=torch.float64)
+    (ours,) = torch.autograd.grad((Bernoulli().log_prob(x, logits) * weights).sum(), logits)
+    reference = TorchBernoulli(logits=logits[:, 0]).log_prob(x).flatten(1).sum(1)
+    (expected,) = torch.autograd.grad((reference * weights).sum(), logits)
+    torch.testing.assert_close(ours, expected)
+    small = logits[:2, :, :, :3, :3].detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda logit: Bernoulli().log_prob(x[:2, :, :3, :3], logit), (small,))
+
+
 def test_bernoulli_is_computed_from_logits_not_probabilities():
     # A logit of 40 in float32 has sigmoid == 1.0 exactly; log(1 - p) would be -inf.
     logits = torch.full((1, 1, 1, 1, 1), 40.0)

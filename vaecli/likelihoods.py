@@ -90,7 +90,10 @@ class Bernoulli(Likelihood):
         return {"binarise": "bernoulli(pixel / 255)", "value_range": [0, 1]}
 
     def prepare(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.bernoulli(images.float().div_(255.0), generator=generator)
+        # Exactly bernoulli(pixel / 255): with U uniform on {0, ..., 254}, P(U < v) = v / 255.
+        # One byte of randomness per pixel: several times faster than torch.bernoulli.
+        u = torch.randint(0, 255, images.shape, dtype=torch.uint8, generator=generator, device=images.device)
+        return (u < images).float()
 
     def encoder_input(self, images: torch.Tensor) -> torch.Tensor:
         return images.float().div_(255.0)  # E[bernoulli(pixel / 255)]
