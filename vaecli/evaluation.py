@@ -242,7 +242,10 @@ def evaluate(
     images_per_chunk, samples_per_chunk = chunk_shape(k, at_once)
     generator = torch.Generator(device=device).manual_seed(seed)
     n, d = data.shape[0], model.latent_dim
-    elbos, log_pxs, recons, kls, mus = [], [], [], [], []
+    # Results are written into tensors made once: small tensors kept from every chunk would
+    # sit between the chunks' large temporaries on the heap and let memory grow with n.
+    elbo, log_px, recon = (torch.empty(n, dtype=torch.float64) for _ in range(3))
+    kl, mu_all = torch.empty(n, d, dtype=torch.float64), torch.empty(n, d, dtype=torch.float64)
     try:
         for start in range(0, n, images_per_chunk):
             x = data[start : start + images_per_chunk].to(device)
@@ -256,25 +259,23 @@ def evaluate(
                 log_px_z, log_w = _log_weights(model, x, mu, logvar, eps)
                 log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w.double(), dim=1))
                 recon_sum += log_px_z.double().sum(1)
-            kl = kl_to_standard_normal(mu, logvar).double()
-            recon = recon_sum / k
-            elbos.append((recon - kl.sum(1)).cpu())
-            log_pxs.append((log_sum_w - math.log(k)).cpu())
-            recons.append(recon.cpu())
-            kls.append(kl.cpu())
-            mus.append(mu.double().cpu())
+            rows = slice(start, start + b)
+            kl[rows] = kl_to_standard_normal(mu, logvar).double().cpu()
+            recon[rows] = (recon_sum / k).cpu()
+            elbo[rows] = recon[rows] - kl[rows].sum(1)
+            log_px[rows] = (log_sum_w - math.log(k)).cpu()
+            mu_all[rows] = mu.double().cpu()
             if progress is not None:
                 progress(start + b, n)
     finally:
         model.train(was_training)
-    elbo, log_px, recon, kl, mu = (torch.cat(t) for t in (elbos, log_pxs, recons, kls, mus))
     bad = ~torch.isfinite(log_px) | ~torch.isfinite(elbo)
     if bad.any():
         raise VaeError(
             f"the model gives a non-finite log-likelihood for {int(bad.sum())} of {n} images "
             f"(the first is image {int(bad.nonzero()[0])})"
         )
-    activity = mu.var(dim=0, correction=0)
+    activity = mu_all.var(dim=0, correction=0)
     gap = log_px - elbo
     neg_elbo, neg_log_px = -elbo.mean().item(), -log_px.mean().item()
     bpd = None
@@ -298,7 +299,7 @@ def evaluate(
         active_units=int((activity > ACTIVE_THRESHOLD).sum()),
         bits_per_dim=bpd,
         seconds=time.perf_counter() - started,
-        per_image=PerImage(elbo=elbo, log_px=log_px, mu=mu),
+        per_image=PerImage(elbo=elbo, log_px=log_px, mu=mu_all),
     )
 
 
