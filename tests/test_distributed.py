@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from test_runs import SignalAt
 
 from vaecli.checkpoint import CHECKPOINT_FILE
 from vaecli.cli import main
@@ -177,21 +178,6 @@ def small(mnist_root: Path, out: Path, **overrides) -> TrainConfig:
     return TrainConfig(out=str(out), **{**settings, **overrides})
 
 
-class SigintAt:
-    def __init__(self, epoch: int, step: int) -> None:
-        self.target, self.epoch = (epoch, step), 0
-
-    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
-        self.epoch = epoch
-
-    def on_step(self, step: int) -> None:
-        if (self.epoch, step) == self.target:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    def on_epoch_end(self, metrics: dict) -> None:
-        pass
-
-
 def test_float16_with_gradient_scaler_trains_and_resumes_exactly(mnist_root, tmp_path):
     config = {"precision": "16-mixed", "limit_train": 3000}
     straight = train(small(mnist_root, tmp_path / "straight", **config)).metrics
@@ -200,7 +186,7 @@ def test_float16_with_gradient_scaler_trains_and_resumes_exactly(mnist_root, tmp
     scale = header["extra"]["scaler"]["scale"]
     assert 1.0 <= scale <= 65536.0  # the scaler's state travels with the checkpoint
     with pytest.raises(TrainingInterrupted):
-        train(small(mnist_root, tmp_path / "cut", **config), SigintAt(epoch=2, step=5))
+        train(small(mnist_root, tmp_path / "cut", **config), SignalAt(epoch=2, step=5))
     train(small(mnist_root, tmp_path / "cut", **config), resume=True)
     x, y = weights(tmp_path / "straight"), weights(tmp_path / "cut")
     assert all(torch.equal(x[k], y[k]) for k in x)
