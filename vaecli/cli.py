@@ -430,8 +430,6 @@ def interpolate(
     """Decode along the line (or --slerp) between the codes mu(A) and mu(B) of two images."""
     from vaecli.pictures import interpolate as draw
 
-    if steps < 2:
-        raise UsageError(f"--steps must be at least 2, got {steps}")
     _check_output(out, force)
     choice = _data_choice(data, data_dir, data_opt)
     _write_picture(draw(model, a, b, steps, slerp, choice, mode, seed, device), out)
@@ -461,8 +459,6 @@ def traverse(
     from vaecli.pictures import traverse as draw
 
     chosen = parse_dims(dims) if dims is not None else None
-    if steps < 2:
-        raise UsageError(f"--steps must be at least 2, got {steps}")
     _check_output(out, force)
     choice = _data_choice(data, data_dir, data_opt)
     _write_picture(draw(model, chosen, range_, steps, count, choice, mode, seed, device), out)
