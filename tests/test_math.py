@@ -50,6 +50,24 @@ def test_bernoulli_gradient_matches_torch_distributions(scale):
     assert torch.autograd.gradcheck(lambda logit: Bernoulli().log_prob(x[:2, :, :3, :3], logit), (small,))
 
 
+def test_bernoulli_float32_is_within_a_thousandth_of_a_nat_of_float64():
+    # float32 logits of a trained decoder's range; the reference is computed in float64.
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(64, 1, 1, 28, 28, generator=g) * 12
+    x = torch.bernoulli(torch.full((64, 1, 28, 28), 0.2), generator=g)
+    reference = TorchBernoulli(logits=logits[:, 0].double()).log_prob(x.double()).flatten(1).sum(1)
+    ours = Bernoulli().log_prob(x, logits)
+    assert ours.dtype == torch.float32
+    assert (ours.double() - reference).abs().max() < 1e-3
+
+
+def test_bernoulli_half_logits_are_scored_in_float32_with_gradients_for_both_inputs():
+    logits = (torch.randn(2, 1, 1, 3, 3, dtype=torch.float64) * 4).requires_grad_()
+    x = torch.rand(2, 1, 3, 3, dtype=torch.float64, requires_grad=True)  # soft targets
+    assert torch.autograd.gradcheck(lambda logit, target: Bernoulli().log_prob(target, logit), (logits, x))
+    assert Bernoulli().log_prob(x.detach().half(), logits.detach().half()).dtype == torch.float32
+
+
 def test_bernoulli_is_computed_from_logits_not_probabilities():
     # A logit of 40 in float32 has sigmoid == 1.0 exactly; log(1 - p) would be -inf.
     logits = torch.full((1, 1, 1, 1, 1), 40.0)

@@ -99,16 +99,40 @@ class Bernoulli(Likelihood):
         return images.float().div_(255.0)  # E[bernoulli(pixel / 255)]
 
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        logits = params[:, 0]
-        # -BCE-with-logits is log Bernoulli(x; sigmoid(logits)), stable for any logit.
-        nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
-        return -nll.flatten(1).sum(1)
+        return BernoulliLogProb.apply(params[:, 0], x)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(params[:, 0])
 
     def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.bernoulli(self.mean(params), generator=generator)
+
+
+class BernoulliLogProb(torch.autograd.Function):
+    """log Bernoulli(x; sigmoid(logits)) summed over each image's pixels, from logits (stable for
+    any logit), with the gradient x - sigmoid(logits).
+
+    log p = x * l - softplus(l), softplus(l) = max(l, 0) + log(1 + exp(-|l|)). torch's
+    ``binary_cross_entropy_with_logits`` computes the same with ``log1p``, which is not vectorised
+    on CPUs and made it a tenth of a training step; ``log`` of 1 + exp(-|l|) in (1, 2] has an
+    absolute error under 1e-7 nats per pixel, and absolute error is what a sum in nats sees.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float16 logits: fp32 maths
+        ctx.save_for_backward(logits, x)
+        flat, target = logits.flatten(1), x.flatten(1)
+        softplus = flat.abs().neg_().exp_().add_(1.0).log_().add_(flat.clamp(min=0.0))
+        return (target * flat).sub_(softplus).sum(1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        logits, x = ctx.saved_tensors
+        per_image = grad.view(-1, *[1] * (logits.dim() - 1))
+        grad_logits = (x - torch.sigmoid(logits)).mul_(per_image) if ctx.needs_input_grad[0] else None
+        grad_x = logits * per_image if ctx.needs_input_grad[1] else None
+        return grad_logits, grad_x
 
 
 LOG_256 = math.log(256.0)
