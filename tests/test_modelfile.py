@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from vaecli.architectures import ELU
 from vaecli.errors import VaeError
 from vaecli.model import ModelSpec, build_model
 from vaecli.modelfile import FORMAT, load_model, read_header, save_model
@@ -73,3 +74,30 @@ def test_newer_format_and_mismatched_tensors(tmp_path):
     save_file(tensors, str(wrong), metadata={FORMAT: json.dumps(header)})
     with pytest.raises(VaeError, match="do not fit"):
         load_model(wrong)
+
+
+def test_architecture_defaults_are_recorded(tmp_path):
+    model = build_model(ModelSpec(input_shape=(1, 8, 8), latent_dim=2, architecture_options={"hidden": "16"}))
+    save_model(tmp_path / "m.safetensors", model, {})
+    options = read_header(tmp_path / "m.safetensors")["model"]["architecture_options"]
+    assert options == {"hidden": "16", "pixel_features": 16, "activation": "elu"}
+
+
+def test_a_format_1_mlp_is_rebuilt_with_the_relu_it_was_trained_with(tmp_path):
+    # Format 1 stored only the given options, and the MLP's activation was always ReLU.
+    torch.manual_seed(4)
+    spec = ModelSpec(input_shape=(1, 8, 8), latent_dim=2, architecture_options={"activation": "relu"})
+    model = build_model(spec).eval()
+    path = tmp_path / "m.safetensors"
+    save_model(path, model, {})
+    header = read_header(path)
+    old = {**header, "format_version": 1, "model": {**header["model"], "architecture_options": {}}}
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={"format": "pt", FORMAT: json.dumps(old)})
+    loaded, _ = load_model(path)
+    assert loaded.spec.architecture_options == {"activation": "relu"}
+    z = torch.randn(5, 2) * 3
+    with torch.no_grad():
+        assert torch.equal(loaded.decode(z), model.decode(z))
+        assert any(isinstance(m, torch.nn.ReLU) for m in loaded.modules())
+        assert not any(isinstance(m, ELU) for m in loaded.modules())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import torch
@@ -12,7 +12,7 @@ from torch import nn
 from vaecli import registry
 from vaecli.errors import VaeError
 from vaecli.likelihoods import Likelihood
-from vaecli.options import call_with_options
+from vaecli.options import call_with_options, with_defaults
 
 
 class Elbo(NamedTuple):
@@ -103,7 +103,8 @@ def build_likelihood(name: str, options: dict[str, Any]) -> Likelihood:
 
 def build_model(spec: ModelSpec, check_shapes: bool = True) -> VAE:
     """Build a VAE from registered parts and check that their shapes fit together (a forward pass
-    on zeros; ``check_shapes=False`` skips it, for skeletons on the meta device)."""
+    on zeros; ``check_shapes=False`` skips it, for skeletons on the meta device). The model's
+    ``spec`` records the architecture's options with its defaults filled in."""
     likelihood = build_likelihood(spec.likelihood, spec.likelihood_options)
     factory = registry.architectures.load(spec.architecture)
     what = registry.architectures.describe(spec.architecture)
@@ -115,7 +116,9 @@ def build_model(spec: ModelSpec, check_shapes: bool = True) -> VAE:
     model = VAE(encoder, decoder, likelihood, spec.latent_dim)
     if check_shapes:
         _check_shapes(model, spec, what)
-    model.spec = spec
+    # The architecture's defaults are written down with the given options: a model file then
+    # rebuilds the same modules even after a default changes.
+    model.spec = replace(spec, architecture_options=with_defaults(factory, args, spec.architecture_options))
     return model
 
 

@@ -20,7 +20,7 @@ from vaecli.fileio import atomic_path
 from vaecli.model import VAE, ModelSpec, build_model
 
 FORMAT = "vaecli-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: architecture options are recorded with their defaults
 MODEL_FILE = "model.safetensors"
 MAX_SIZE = 1 << 20  # no image side, channel count or latent size is larger in a real model
 
@@ -95,6 +95,9 @@ def load_model(
 def _spec_of(header: dict[str, Any], path: Path) -> ModelSpec:
     try:
         fields = dict(header["model"])
+        if int(header["format_version"]) < 2 and _is_builtin_mlp(header, fields):
+            # Format 1 recorded only the options given; the built-in MLP then always used ReLU.
+            fields["architecture_options"] = {"activation": "relu", **fields["architecture_options"]}
         spec = ModelSpec(**{**fields, "input_shape": tuple(fields["input_shape"])})
         sizes = (*spec.input_shape, spec.latent_dim)
         names_ok = isinstance(spec.architecture, str) and isinstance(spec.likelihood, str)
@@ -108,6 +111,13 @@ def _spec_of(header: dict[str, Any], path: Path) -> ModelSpec:
     if not (names_ok and options_ok):
         raise VaeError(f"{path} has a damaged model description (names or options of the wrong type)")
     return spec
+
+
+def _is_builtin_mlp(header: dict[str, Any], fields: dict[str, Any]) -> bool:
+    part = header.get("parts", {}).get("architecture", {}) if isinstance(header.get("parts"), dict) else {}
+    if isinstance(part, dict) and part.get("distribution"):
+        return part.get("distribution") == "vaecli" and part.get("name") == "mlp"
+    return fields.get("architecture") in ("mlp", "vaecli:mlp")
 
 
 def _check_tensors_fit(spec: ModelSpec, path: Path) -> None:

@@ -72,3 +72,25 @@ def call_with_options(
             takes = ", ".join(accepted) if accepted else "no options"
             raise UsageError(f"{what} has no option '{unknown[0]}' (it takes: {takes})")
     return factory(*args, **options)
+
+
+def _is_plain(value: Any) -> bool:
+    """True for values a JSON header stores and gives back as the same option."""
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def with_defaults(
+    factory: Callable[..., Any], args: tuple[Any, ...], options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``options`` plus every keyword default of ``factory`` (after its ``args``) that a JSON
+    header can hold: what a model file records, so a later change of a default never changes
+    how an old model is rebuilt."""
+    params = list(inspect.signature(factory).parameters.values())[len(args) :]
+    defaults = {
+        p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for p in params
+        if p.default is not inspect.Parameter.empty and _is_plain(p.default)
+    }
+    return {**defaults, **options}
