@@ -39,6 +39,28 @@ def test_missing_mnist_without_network_says_where_files_go(tmp_path, no_network_
     assert not root.exists()  # nothing half-made is left behind
 
 
+def test_mnist_is_read_directly_and_equals_torchvision(mnist_root):
+    from torchvision.datasets import MNIST
+
+    for split in ("train", "test"):
+        ours, theirs = mnist(mnist_root, split), MNIST(str(mnist_root), train=split == "train")
+        assert torch.equal(ours.images[:, 0], theirs.data) and torch.equal(ours.labels, theirs.targets)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong magic"])
+def test_damaged_mnist_files_are_not_read_as_images(tmp_path, mnist_root, no_network_mnist, damage):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes((mnist_root / "MNIST" / "raw" / name).read_bytes())
+    images = raw / "t10k-images-idx3-ubyte"
+    data = images.read_bytes()
+    images.write_bytes(data[:-100] if damage == "truncated" else b"\x00\x00\x08\x01" + data[4:])
+    # Not read by vaecli, handed to torchvision, which cannot fetch it here: one clear error.
+    with pytest.raises(VaeError, match="could not be downloaded"):
+        mnist(tmp_path, "test")
+
+
 def test_test_set_is_binarised_once_with_a_fixed_seed(mnist_root):
     images = mnist(mnist_root, "test").images[:500]
     a = prepare_fixed(Bernoulli(), images, TEST_PREPARE_SEED)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import sys
 import warnings
@@ -107,14 +108,39 @@ MNIST_FILES = (
 )
 
 
-def mnist(root: Path, split: str, download: bool | str = True) -> ImageData:
-    """MNIST through torchvision, downloaded into ``root/MNIST/raw`` when missing."""
-    from torchvision.datasets import MNIST
+IDX_MAGIC = {3: 0x0803, 1: 0x0801}  # unsigned bytes, 3 or 1 dimensions
 
+
+def read_idx(path: Path, dims: int) -> torch.Tensor | None:
+    """An uncompressed IDX file of unsigned bytes (MNIST's format) as a uint8 tensor, or None
+    when it is missing or not such a file (torchvision then fetches or rebuilds it)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    header = 4 + 4 * dims
+    if len(data) < header or int.from_bytes(data[:4], "big") != IDX_MAGIC[dims]:
+        return None
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
+    if len(data) != header + math.prod(shape):
+        return None
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=header).view(*shape)
+
+
+def mnist(root: Path, split: str, download: bool | str = True) -> ImageData:
+    """MNIST from ``root/MNIST/raw``, downloaded there by torchvision when missing."""
     if split not in SPLITS:
         raise UsageError(f"dataset 'mnist' has no split '{split}' (it has: train, test)")
-    fetch = str(download).lower() not in ("false", "0", "no")
     raw = Path(root) / "MNIST" / "raw"
+    prefix = "train" if split == "train" else "t10k"
+    # Read directly when the files are there: importing torchvision alone takes seconds.
+    images = read_idx(raw / f"{prefix}-images-idx3-ubyte", 3)
+    labels = read_idx(raw / f"{prefix}-labels-idx1-ubyte", 1)
+    if images is not None and labels is not None and len(images) == len(labels):
+        return ImageData(images=images.unsqueeze(1), labels=labels.long(), name="mnist")
+    from torchvision.datasets import MNIST
+
+    fetch = str(download).lower() not in ("false", "0", "no")
     created = [p for p in (Path(root), raw.parent, raw) if not p.exists()]
     try:
         # torchvision reports download progress on stdout; stdout is for results.
