@@ -42,8 +42,8 @@ class TrainConfig:
     arch_options: dict[str, Any] = field(default_factory=dict)
     latent_dim: int = 32
     epochs: int = 40
-    batch_size: int = 128
-    lr: float = 1e-3
+    batch_size: int = 384
+    lr: float = 2.5e-3
     lr_schedule: str = "cosine"
     seed: int = 0
     device: str = "auto"
