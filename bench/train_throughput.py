@@ -5,9 +5,10 @@ Baseline: the model and settings of PyTorch's own VAE example (pytorch/examples,
 an MLP 784-400-20, sigmoid outputs with `binary_cross_entropy(reduction="sum")`, Adam 1e-3,
 `DataLoader(MNIST(transform=ToTensor()), batch_size=128, shuffle=True)`; each batch is binarised
 (the same dynamic binarisation vaecli uses). vaecli: `vae train --hidden 400 --latent-dim 20
---batch-size 128 --arch-opt activation=relu` (and, with --default, vaecli's default recipe). The matrix-multiply limit:
-the FLOPs of one training step's matrix products (forward, weight and input gradients)
-timed with torch.matmul on exactly those shapes; the % is images/s over that limit.
+--batch-size 128 --arch-opt activation=relu` (and, with --default, vaecli's default recipe).
+The matrix-multiply limit: the FLOPs of one training step's matrix products (forward, weight
+and input gradients) timed with torch.matmul on exactly those shapes; the % is images/s over
+that limit.
 
     VAECLI_DATA_DIR=../shared/data python bench/train_throughput.py [--epochs 3] [--compile]
 """
