@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from vaecli import likelihoods
 from vaecli.checkpoint import CHECKPOINT_FILE
+from vaecli.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from vaecli.cli import main
 from vaecli.config import TrainConfig, load_config_file
 from vaecli.errors import UsageError, VaeError
@@ -219,7 +221,8 @@ def test_config_file_with_overrides_and_config_yaml_reruns_exactly(mnist_root, t
     first = tmp_path / "first"
     assert main(["train", "--config", str(config), "--epochs", "2", "-q", "--out", str(first)]) == 0
     written = load_config_file(first / "config.yaml")
-    assert written.epochs == 2 and written.latent_dim == 3 and written.arch_options == {"hidden": "24"}
+    assert written.epochs == 2 and written.latent_dim == 3
+    assert written.arch_options == {"hidden": "24", "pixel_features": 16, "activation": "elu"}  # defaults too
     again = tmp_path / "again"
     assert main(["train", "--config", str(first / "config.yaml"), "-q", "--out", str(again)]) == 0
     assert same_weights(first, again)
@@ -286,3 +289,31 @@ def test_second_sigint_exits_at_once_and_corrupts_nothing(mnist_root, tmp_path):
     assert not list(run.glob(".*.tmp")) and not list(run.glob("samples/.*.tmp"))
     for name in ("model.safetensors", CHECKPOINT_FILE):
         assert load_file(str(run / name))  # whatever is there is whole
+
+
+def test_config_yaml_records_the_architecture_defaults(mnist_root, uninterrupted):
+    saved = load_config_file(uninterrupted / "config.yaml")
+    assert saved.arch_options == {"hidden": "32", "pixel_features": 16, "activation": "elu"}
+
+
+def test_a_run_begun_by_the_previous_format_resumes_with_its_relu(mnist_root, tmp_path):
+    # Before format 2, config.yaml held only the options given and the MLP was always ReLU.
+    relu = {**SMALL["arch_options"], "activation": "relu"}
+    straight, old = tmp_path / "straight", tmp_path / "old"
+    train(small_config(mnist_root, straight, arch_options=relu))
+    with pytest.raises(TrainingInterrupted):
+        train(small_config(mnist_root, old, arch_options=relu), SignalAt(epoch=2, step=6))
+    config = (old / "config.yaml").read_text().replace("activation: relu", "")
+    (old / "config.yaml").write_text(config)
+    checkpoint = old / CHECKPOINT_FILE
+    with safe_open(str(checkpoint), framework="pt") as f:
+        metadata = f.metadata()
+    header = json.loads(metadata[CHECKPOINT_FORMAT])
+    tensors = load_file(str(checkpoint))
+    save_file(
+        tensors, str(checkpoint), {**metadata, CHECKPOINT_FORMAT: json.dumps({**header, "format_version": 1})}
+    )
+    resumed = load_config_file(old / "config.yaml")
+    assert "activation" not in resumed.arch_options
+    train(resumed, resume=True)
+    assert same_weights(old, straight)

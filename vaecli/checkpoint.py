@@ -23,7 +23,7 @@ from vaecli.fileio import atomic_path
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 FORMAT = "vaecli-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the run's config.yaml records architecture options with their defaults
 
 
 @dataclass
@@ -102,6 +102,15 @@ def save_checkpoint(
     }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", FORMAT: json.dumps(header)})
+
+
+def checkpoint_format_version(path: str | os.PathLike[str]) -> int:
+    """The format version a checkpoint was written in."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return int(json.loads((f.metadata() or {})[FORMAT]).get("format_version", 0))
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise VaeError(f"{path} is not a readable vaecli checkpoint ({exc})") from exc
 
 
 def load_checkpoint(

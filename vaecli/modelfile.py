@@ -95,9 +95,10 @@ def load_model(
 def _spec_of(header: dict[str, Any], path: Path) -> ModelSpec:
     try:
         fields = dict(header["model"])
-        if int(header["format_version"]) < 2 and _is_builtin_mlp(header, fields):
-            # Format 1 recorded only the options given; the built-in MLP then always used ReLU.
-            fields["architecture_options"] = {"activation": "relu", **fields["architecture_options"]}
+        fields["architecture_options"] = upgrade_architecture_options(
+            fields["architecture"], _architecture_distribution(header), fields["architecture_options"],
+            int(header["format_version"]),
+        )  # fmt: skip
         spec = ModelSpec(**{**fields, "input_shape": tuple(fields["input_shape"])})
         sizes = (*spec.input_shape, spec.latent_dim)
         names_ok = isinstance(spec.architecture, str) and isinstance(spec.likelihood, str)
@@ -113,11 +114,21 @@ def _spec_of(header: dict[str, Any], path: Path) -> ModelSpec:
     return spec
 
 
-def _is_builtin_mlp(header: dict[str, Any], fields: dict[str, Any]) -> bool:
-    part = header.get("parts", {}).get("architecture", {}) if isinstance(header.get("parts"), dict) else {}
-    if isinstance(part, dict) and part.get("distribution"):
-        return part.get("distribution") == "vaecli" and part.get("name") == "mlp"
-    return fields.get("architecture") in ("mlp", "vaecli:mlp")
+def upgrade_architecture_options(
+    architecture: str, distribution: str | None, options: dict[str, Any], version: int
+) -> dict[str, Any]:
+    """The options of a model (or run) written in format ``version``, as this vaecli builds it.
+    Format 1 recorded only the options given, and the built-in MLP then always used ReLU."""
+    builtin_mlp = architecture in ("mlp", "vaecli:mlp") and distribution in (None, "vaecli")
+    if version < 2 and builtin_mlp and isinstance(options, dict):
+        return {"activation": "relu", **options}
+    return options
+
+
+def _architecture_distribution(header: dict[str, Any]) -> str | None:
+    parts = header.get("parts")
+    part = parts.get("architecture") if isinstance(parts, dict) else None
+    return part.get("distribution") if isinstance(part, dict) else None
 
 
 def _check_tensors_fit(spec: ModelSpec, path: Path) -> None:

@@ -20,6 +20,7 @@ from vaecli.checkpoint import (
     CHECKPOINT_FILE,
     Position,
     TrainingState,
+    checkpoint_format_version,
     load_checkpoint,
     rng_states,
     save_checkpoint,
@@ -34,7 +35,7 @@ from vaecli.evaluation import TEST_PREPARE_SEED, mean_elbo, prepare_fixed
 from vaecli.fileio import write_bytes_atomic, write_text_atomic
 from vaecli.images import grid_png
 from vaecli.model import VAE, Elbo, ModelSpec, build_model
-from vaecli.modelfile import MODEL_FILE, save_model
+from vaecli.modelfile import MODEL_FILE, save_model, upgrade_architecture_options
 from vaecli.pictures import Inputs, reconstruction_grid, reconstructions
 from vaecli.plots import CURVES_FILE, curves_png
 from vaecli.precision import Precision, choose_precision
@@ -156,11 +157,16 @@ def _train(
     if train_data.shape != test_data.shape:
         raise UsageError(f"dataset '{config.data}': train and test images differ in shape")
     torch.manual_seed(config.seed)
+    arch_options = dict(config.arch_options)
+    if resume:  # a run begun by an older vaecli is rebuilt as that vaecli built it
+        distribution = registry.architectures.entry(config.arch).distribution
+        version = checkpoint_format_version(checkpoint_path)
+        arch_options = upgrade_architecture_options(config.arch, distribution, arch_options, version)
     spec = ModelSpec(
         input_shape=train_data.shape,
         latent_dim=config.latent_dim,
         architecture=config.arch,
-        architecture_options=dict(config.arch_options),
+        architecture_options=arch_options,
         likelihood=config.likelihood,
         likelihood_options=dict(config.likelihood_options),
     )
@@ -191,7 +197,9 @@ def _train(
         else None
     )
 
-    resolved = {**asdict(config), "out": str(run_dir), "force": False}
+    # config.yaml holds the architecture's options with its defaults, as the model file does.
+    arch_resolved = dict(model.spec.architecture_options) if model.spec else arch_options
+    resolved = {**asdict(config), "arch_options": arch_resolved, "out": str(run_dir), "force": False}
     metrics_file = run_dir / "metrics.jsonl"
     if resume:
         state = load_checkpoint(checkpoint_path, model, optimizer, scheduler, device)
