@@ -44,6 +44,12 @@ DeviceOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
+DataDirOpt = Annotated[
+    str | None,
+    typer.Option(help="Where datasets live (default: $VAECLI_DATA_DIR, else ~/.cache/vaecli/data)."),
+]
+DataOptOpt = Annotated[list[str] | None, typer.Option(help="A dataset option KEY=VALUE (repeatable).")]
+ModelArg = Annotated[str, typer.Argument(help="A model.safetensors file or a run folder.")]
 
 
 def _version(value: bool) -> None:
@@ -126,13 +132,8 @@ def train(
         str | None, typer.Option(help="Continue the run in this folder from its checkpoint.")
     ] = None,
     data: Annotated[str, typer.Option(help="Dataset name (see the registry), e.g. mnist.")] = "mnist",
-    data_dir: Annotated[
-        str | None,
-        typer.Option(help="Where datasets live (default: $VAECLI_DATA_DIR, else ~/.cache/vaecli/data)."),
-    ] = None,
-    data_opt: Annotated[
-        list[str] | None, typer.Option(help="A dataset option KEY=VALUE (repeatable).")
-    ] = None,
+    data_dir: DataDirOpt = None,
+    data_opt: DataOptOpt = None,
     likelihood: Annotated[
         str, typer.Option(help="Decoder distribution, e.g. bernoulli.")
     ] = TrainConfig.likelihood,
@@ -295,7 +296,7 @@ def _given_on_command_line(ctx: typer.Context, allowed: set[str]) -> set[str]:
 
 @app.command()
 def sample(
-    model: Annotated[str, typer.Argument(help="A model.safetensors file or a run folder.")],
+    model: ModelArg,
     n: Annotated[int, typer.Option("--n", help="How many images.")] = 64,
     seed: SeedOpt = 0,
     mode: Annotated[
@@ -361,15 +362,9 @@ def plugins(
 DataOpt = Annotated[
     str | None, typer.Option("--data", help="Dataset to take test images from (default: the model's own).")
 ]
-DataDirOpt = Annotated[
-    str | None,
-    typer.Option(help="Where datasets live (default: $VAECLI_DATA_DIR, else ~/.cache/vaecli/data)."),
-]
-DataOptOpt = Annotated[list[str] | None, typer.Option(help="A dataset option KEY=VALUE (repeatable).")]
 ModeOpt = Annotated[
     str, typer.Option(help="mean (expected pixels), sample (drawn pixels) or mode (categorical's argmax).")
 ]
-ModelArg = Annotated[str, typer.Argument(help="A model.safetensors file or a run folder.")]
 
 
 def _data_choice(data: str | None, data_dir: str | None, data_opt: list[str] | None) -> Any:
@@ -501,17 +496,12 @@ def latent_map(
 
 @app.command("eval")
 def eval_command(
-    model: Annotated[str, typer.Argument(help="A model.safetensors file or a run folder.")],
+    model: ModelArg,
     data: Annotated[
         str | None, typer.Option(help="Dataset (default: the one the model was trained on).")
     ] = None,
-    data_dir: Annotated[
-        str | None,
-        typer.Option(help="Where datasets live (default: $VAECLI_DATA_DIR, else ~/.cache/vaecli/data)."),
-    ] = None,
-    data_opt: Annotated[
-        list[str] | None, typer.Option(help="A dataset option KEY=VALUE (repeatable).")
-    ] = None,
+    data_dir: DataDirOpt = None,
+    data_opt: DataOptOpt = None,
     split: Annotated[str, typer.Option(help="test or train.")] = EvalConfig.split,
     k: Annotated[int, typer.Option("--k", help="Importance samples per image.")] = EvalConfig.k,
     seed: SeedOpt = EvalConfig.seed,
@@ -664,7 +654,7 @@ def _check_outputs(files: list[Path], force: bool) -> None:
 
 @app.command()
 def encode(
-    model: Annotated[str, typer.Argument(help="A model.safetensors file or a run folder.")],
+    model: ModelArg,
     paths: Annotated[
         list[str] | None,
         typer.Argument(help="Image files or folders (searched recursively); - or none: paths from stdin."),
@@ -753,7 +743,7 @@ def encode(
 
 @app.command()
 def decode(
-    model: Annotated[str, typer.Argument(help="A model.safetensors file or a run folder.")],
+    model: ModelArg,
     codes: Annotated[
         str, typer.Argument(help="Codes from vae encode (jsonl, csv, npy, safetensors); - : stdin.")
     ] = "-",
