@@ -6,7 +6,7 @@ import torch
 from vaecli import registry
 from vaecli.datasets import DATA_DIR_ENV, default_data_dir, mnist, resolve_data_dir
 from vaecli.errors import VaeError
-from vaecli.likelihoods import Bernoulli
+from vaecli.likelihoods import Bernoulli, uniform_bytes_below_255
 from vaecli.train import TEST_PREPARE_SEED, prepare_fixed
 
 
@@ -92,3 +92,20 @@ def test_binarisation_probability_is_exactly_pixel_over_255():
     assert frequency[0] == 0 and frequency[-1] == 1  # never on for black, always on for white
     sigma = (p * (1 - p) / n).sqrt()
     assert ((frequency - p).abs()[1:-1] < 5 * sigma[1:-1]).all(), (frequency, p)
+
+
+def test_binarisation_bytes_are_uniform_below_255_and_follow_the_seed():
+    n = 255 * 4000
+    u = uniform_bytes_below_255((n,), torch.Generator().manual_seed(5), torch.device("cpu"))
+    counts = torch.bincount(u.long(), minlength=256).double()
+    assert u.dtype == torch.uint8 and counts[255] == 0  # every 255 byte was drawn again
+    # Pearson's chi-square over the 255 values (254 degrees of freedom: mean 254, sd 22.5).
+    chi2 = ((counts[:255] - n / 255) ** 2 / (n / 255)).sum().item()
+    assert chi2 < 254 + 5 * 22.5, chi2
+    again = uniform_bytes_below_255((n,), torch.Generator().manual_seed(5), torch.device("cpu"))
+    assert torch.equal(u, again)
+    torch.manual_seed(7)  # without a generator: the global one, as training draws its batches
+    a = Bernoulli().prepare(torch.full((3, 1, 5, 5), 128, dtype=torch.uint8))
+    torch.manual_seed(7)
+    b = Bernoulli().prepare(torch.full((3, 1, 5, 5), 128, dtype=torch.uint8))
+    assert a.dtype == torch.float32 and torch.equal(a, b)

@@ -142,6 +142,37 @@ def test_nan_skip_counts_skipped_batches(mnist_root, tmp_path, monkeypatch):
     )
 
 
+class _NanGradient(torch.autograd.Function):
+    """The identity, whose gradient is all nan: a finite loss with non-finite gradients."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+def test_a_nan_gradient_under_a_finite_loss_is_caught_before_the_step(mnist_root, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = likelihoods.Bernoulli.log_prob
+
+    def log_prob(self, x, params):
+        calls["n"] += 1
+        return original(self, x, _NanGradient.apply(params) if calls["n"] == 3 else params)
+
+    monkeypatch.setattr(likelihoods.Bernoulli, "log_prob", log_prob)
+    with pytest.raises(VaeError, match=r"non-finite gradient at epoch 1, step 3: training stopped"):
+        train(small_config(mnist_root, tmp_path / "stop", epochs=1))
+    calls["n"] = 0
+    result = train(small_config(mnist_root, tmp_path / "skip", epochs=1, on_nan="skip"))
+    assert result.metrics[0]["skipped_steps"] == 1
+    assert all(
+        torch.isfinite(v).all() for v in load_file(str(tmp_path / "skip" / "model.safetensors")).values()
+    )
+
+
 def test_disk_error_while_saving_leaves_the_old_model(mnist_root, tmp_path, monkeypatch):
     import vaecli.modelfile
 

@@ -26,7 +26,9 @@ class _ELUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        out = x.clamp(max=0.0).exp_().sub_(1.0).add_(x.clamp(min=0.0))
+        # exp(min(x, 0)) - 1 is 0 where x > 0 and above x elsewhere, so the max of the two is elu.
+        out = x.clamp(max=0.0).exp_().sub_(1.0)
+        torch.maximum(out, x, out=out)
         ctx.save_for_backward(out)
         return out
 

@@ -270,9 +270,9 @@ def _train(
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
-                status = torch.stack([part_sum.detach(), _grad_norm(params).float()])
-                loss_sum, grad_norm = distributed.all_sum(ranks, status).tolist()
-                loss_ok, grads_ok = math.isfinite(loss_sum), math.isfinite(grad_norm)
+                status = torch.stack([part_sum.detach(), *_grad_sums(params)])
+                loss_sum, *grad_sums = distributed.all_sum(ranks, status).tolist()
+                loss_ok, grads_ok = math.isfinite(loss_sum), all(map(math.isfinite, grad_sums))
                 # float16 gradients overflow now and then: the scaler skips those steps itself.
                 if not (loss_ok and (grads_ok or precision.scaled)):
                     what = "gradient" if loss_ok else _nonfinite_terms(terms)
@@ -353,12 +353,10 @@ def _train(
     return TrainResult(run_dir, run_dir / MODEL_FILE, history, ranks.is_main)
 
 
-def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
-    """The gradients' total 2-norm (inf or nan when any gradient is), without touching them."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros((), device=params[0].device)
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+def _grad_sums(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each gradient's sum: inf or nan when any of its entries is. A sum is the cheapest such
+    test (a third of the time of a norm, which the step used to take)."""
+    return [p.grad.sum() for p in params if p.grad is not None]
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
