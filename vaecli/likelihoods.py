@@ -99,7 +99,7 @@ class Bernoulli(Likelihood):
         return images.float().div_(255.0)  # E[bernoulli(pixel / 255)]
 
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        return BernoulliLogProb.apply(params[:, 0], x)
+        return BernoulliLogProb.apply(params.reshape(x.shape), x)  # a view: no select's backward copy
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(params[:, 0])

@@ -260,7 +260,8 @@ def _train(
             for step in range(position.step + 1, steps_per_epoch + 1):
                 # The whole batch's data and noise are drawn on every rank (the same numbers);
                 # each rank computes the loss of its part. One process: the part is everything.
-                x = likelihood.prepare(train_images[batches[step - 1]])
+                # (index_select: on CPUs ten times the speed of train_images[batch].)
+                x = likelihood.prepare(train_images.index_select(0, batches[step - 1]))
                 eps = torch.randn(x.shape[0], config.latent_dim, device=device)
                 part = ranks.shard(x.shape[0])
                 with precision.autocast(device):
