@@ -18,6 +18,7 @@ the % uses the fastest matmul limit measured in any round.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -132,6 +133,14 @@ def main() -> None:
         rate = max(rates[name])
         limit = max(limits[name], key=lambda lim: lim.images_per_s)  # the fastest matmuls seen
         print(f"{name:48} {rate:10.0f} {rate / best:10.2f}x {100 * rate / limit.images_per_s:11.0f}%")
+    for name in contestants:  # rounds share the machine's moods: their ratios show the spread
+        ratios = sorted(r / b for r, b in zip(rates[name], rates["baseline"], strict=True))
+        spread = ", ".join(f"{r:.2f}" for r in ratios)
+        print(f"{name.strip()}: x baseline round by round {spread} (median {statistics.median(ratios):.2f})")
+        shares = sorted(100 * r / lim.images_per_s for r, lim in zip(rates[name], limits[name], strict=True))
+        spread = ", ".join(f"{p:.0f}%" for p in shares)
+        median = statistics.median(shares)
+        print(f"{name.strip()}: % of that round's matmul limit {spread} (median {median:.0f}%)")
     for name in contestants:
         limit = max(limits[name], key=lambda lim: lim.images_per_s)
         print(
