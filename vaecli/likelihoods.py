@@ -92,8 +92,7 @@ class Bernoulli(Likelihood):
     def prepare(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         # Exactly bernoulli(pixel / 255): with U uniform on {0, ..., 254}, P(U < v) = v / 255.
         u = uniform_bytes_below_255(images.shape, generator, images.device)
-        x = torch.empty(images.shape, device=images.device)
-        return torch.lt(u, images, out=x)  # straight to float: bool -> float is a slow CPU cast
+        return (u < images).view(torch.uint8).float()  # via uint8: bool -> float is a slow CPU cast
 
     def encoder_input(self, images: torch.Tensor) -> torch.Tensor:
         return images.float().div_(255.0)  # E[bernoulli(pixel / 255)]
