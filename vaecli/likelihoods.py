@@ -115,9 +115,10 @@ def uniform_bytes_below_255(
     ``randint`` for every value or ``torch.bernoulli``, which draw 32 random bits per value.
     (64-bit words would be faster still on CPUs, but MPS cannot draw them.)"""
     n = math.prod(shape)
-    words = ((n + 3) // 4,)
-    u = torch.randint(-(2**31), 2**31, words, dtype=torch.int32, generator=generator, device=device)
-    u = u.view(torch.uint8)[:n]
+    words = torch.randint(
+        -(2**31), 2**31, ((n + 3) // 4,), dtype=torch.int32, generator=generator, device=device
+    )
+    u = words.view(torch.uint8)[:n]
     rejected = torch.eq(u, torch.full_like(u, 255)).view(torch.uint8).nonzero().squeeze(1)
     u[rejected] = torch.randint(0, 255, rejected.shape, dtype=torch.uint8, generator=generator, device=device)
     return u.view(shape)
