@@ -8,6 +8,7 @@ gradients over ranks, so the update equals a single process's on the whole batch
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from dataclasses import dataclass
@@ -85,7 +86,11 @@ def start(ranks: Ranks, device: torch.device) -> None:
 
 
 def stop(ranks: Ranks) -> None:
+    """Leave the process group. DDP sits in a reference cycle, so it is collected first: left to
+    interpreter shutdown, its gloo state aborts the process ("terminate called without an active
+    exception"), which torchrun reports as a failed run."""
     if ranks.distributed and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
