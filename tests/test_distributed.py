@@ -30,10 +30,27 @@ TRAIN += ["--latent-dim", "4", "--batch-size", "33", "--lr-schedule", "cosine", 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
 
 
-def run(args: list[str], mnist_root: Path, **kwargs) -> subprocess.CompletedProcess[str]:
+def vae_env(mnist_root: Path) -> dict[str, str]:
     env = {**os.environ, "VAECLI_DATA_DIR": str(mnist_root)}
     env.pop("WORLD_SIZE", None)
+    return env
+
+
+def run(args: list[str], mnist_root: Path, **kwargs) -> subprocess.CompletedProcess[str]:
+    env = vae_env(mnist_root)
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def stop_with_sigterm(args: list[str], out: Path, mnist_root: Path) -> str:
+    """Start ``args --out OUT`` (a torchrun job), SIGTERM it once its first checkpoint is written
+    (torchrun passes the signal on to every worker) and return its stderr."""
+    command = [*args, "--checkpoint-every", "10", "--out", str(out)]
+    process = subprocess.Popen(command, env=vae_env(mnist_root), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / CHECKPOINT_FILE).is_file() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    return process.communicate(timeout=120)[1]
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -79,15 +96,7 @@ def test_nproc_run_stopped_by_sigterm_resumes_in_distributed_mode(mnist_root, tm
     done = run([*args, "--out", str(straight)], mnist_root)
     assert done.returncode == 0, done.stderr
     out = tmp_path / "cut"
-    env = {**os.environ, "VAECLI_DATA_DIR": str(mnist_root)}
-    process = subprocess.Popen(
-        [*args, "--checkpoint-every", "10", "--out", str(out)], env=env, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 120
-    while not (out / CHECKPOINT_FILE).is_file() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGTERM)  # to torchrun, which passes it on to both workers
-    _, stderr = process.communicate(timeout=120)
+    stderr = stop_with_sigterm(args, out, mnist_root)
     assert "SIGTERM: stopped at epoch" in stderr and "--resume" in stderr, stderr
     done = run([sys.executable, "-m", "vaecli", "train", "--resume", str(out), "--nproc", "2"], mnist_root)
     assert done.returncode == 0, done.stderr
@@ -214,21 +223,12 @@ def test_ranks_free_ddp_before_leaving_the_process_group(mnist_root, tmp_path, s
     (CI saw it). With the garbage collector off, every rank must still have freed it on leaving,
     whether training finishes or is stopped."""
     out = tmp_path / "run"
-    probe = Path(__file__).with_name("train_without_gc.py")
-    args = [*TORCHRUN, str(probe), *TRAIN, "--out", str(out)]
+    args = [*TORCHRUN, str(Path(__file__).with_name("train_without_gc.py")), *TRAIN]
     if not stopped:
-        done = run(args, mnist_root)
+        done = run([*args, "--out", str(out)], mnist_root)
         assert done.returncode == 0, done.stderr
         return
     args[args.index("--limit-train") + 1] = "3000"
-    env = {**os.environ, "VAECLI_DATA_DIR": str(mnist_root)}
-    env.pop("WORLD_SIZE", None)
-    args += ["--checkpoint-every", "10"]
-    process = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (out / CHECKPOINT_FILE).is_file() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
+    stderr = stop_with_sigterm(args, out, mnist_root)
     assert "SIGTERM: stopped at epoch" in stderr, stderr
     assert "outlived the process group" not in stderr and "terminate called" not in stderr, stderr
