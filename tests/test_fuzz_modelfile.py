@@ -11,7 +11,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from safetensors.torch import save_file
 
+from vaecli.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from vaecli.checkpoint import checkpoint_format_version
 from vaecli.cli import main
 from vaecli.errors import VaeError
 from vaecli.model import ModelSpec, build_model
@@ -141,3 +144,27 @@ def test_vae_sample_on_damaged_files(tmp_path, valid_file, capsys, cut, flips):
     if code != 0:
         assert code == 1 and len(err) == 1 and err[0].startswith("vae: error: ") and "Traceback" not in err[0]
         assert not out.exists()
+
+
+@pytest.mark.parametrize("version", [float("inf"), 2.5, "2", True, None, [2]])
+def test_a_format_version_that_is_not_a_whole_number_is_refused(tmp_path, valid_file, version):
+    """Hypothesis found infinity crashing int(); every non-integer must give the one-line error."""
+    header, body = split(valid_file)
+    model = json.loads(header["__metadata__"][FORMAT])
+    model["format_version"] = version
+    header["__metadata__"][FORMAT] = json.dumps(model)
+    (tmp_path / "m.safetensors").write_bytes(join(header, body))
+    with pytest.raises(VaeError, match="format_version must be a whole number"):
+        load_model(tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize("version", [float("inf"), 2.5, "2", True])
+def test_a_checkpoint_format_version_that_is_not_a_whole_number_is_refused(tmp_path, version):
+    path = tmp_path / "checkpoint.safetensors"
+    save_file(
+        {"x": torch.zeros(1)},
+        str(path),
+        metadata={CHECKPOINT_FORMAT: json.dumps({"format_version": version})},
+    )
+    with pytest.raises(VaeError, match="format_version must be a whole number"):
+        checkpoint_format_version(path)

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from vaecli.errors import VaeError
 from vaecli.fileio import atomic_path
+from vaecli.modelfile import format_version
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 FORMAT = "vaecli-checkpoint"
@@ -108,7 +109,7 @@ def checkpoint_format_version(path: str | os.PathLike[str]) -> int:
     """The format version a checkpoint was written in."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            return int(json.loads((f.metadata() or {})[FORMAT]).get("format_version", 0))
+            return format_version(json.loads((f.metadata() or {})[FORMAT]), default=0)
     except (SafetensorError, OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise VaeError(f"{path} is not a readable vaecli checkpoint ({exc})") from exc
 
@@ -124,10 +125,11 @@ def load_checkpoint(
     try:
         with safe_open(str(path), framework="pt") as f:
             header = json.loads((f.metadata() or {})[FORMAT])
+            version = format_version(header, default=0)
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, KeyError, ValueError) as exc:
+    except (SafetensorError, OSError, KeyError, ValueError, AttributeError) as exc:
         raise VaeError(f"{path} is not a readable vaecli checkpoint ({exc})") from exc
-    if int(header.get("format_version", 0)) > FORMAT_VERSION:
+    if version > FORMAT_VERSION:
         raise VaeError(f"{path} is a newer checkpoint format than this vaecli reads: upgrade vaecli")
     try:
         model.load_state_dict(

@@ -51,6 +51,15 @@ def save_model(path: str | os.PathLike[str], model: VAE, info: dict[str, Any]) -
         save_file(tensors, str(tmp), metadata={"format": "pt", FORMAT: json.dumps(header)})
 
 
+def format_version(header: Any, default: int | None = None) -> int:
+    """The ``format_version`` of a model or checkpoint header (``default`` when absent); anything but
+    a whole number (a float, infinity, a string, true) is a ValueError."""
+    version = header["format_version"] if default is None else header.get("format_version", default)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"format_version must be a whole number, not {json.dumps(version)}")
+    return version
+
+
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON metadata of a model file, checked to be a vaecli model this version reads."""
     try:
@@ -62,8 +71,8 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise VaeError(f"{path} is a safetensors file but not a vaecli model")
     try:
         header = json.loads(metadata[FORMAT])
-        version = int(header["format_version"])
-    except (ValueError, KeyError, TypeError) as exc:
+        version = format_version(header)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise VaeError(f"{path} has a damaged vaecli header ({exc})") from exc
     if version > FORMAT_VERSION:
         raise VaeError(
