@@ -44,3 +44,19 @@ def no_network_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
     from torchvision.datasets import MNIST
 
     monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])
+
+
+def marginals_neg_elbo(mnist_root: Path, limit_train: int, limit_test: int) -> float:
+    """The mean test -ELBO (nats) of the best binarised-MNIST model that ignores z: independent
+    pixels with the first ``limit_train`` training images' rates of ones, scored by
+    torch.distributions on the first ``limit_test`` test images as training binarises them. A
+    model learns from its codes only when it goes below this bar (training starts at it)."""
+    from torch.distributions import Bernoulli as TorchBernoulli
+
+    from vaecli.datasets import mnist
+    from vaecli.evaluation import TEST_PREPARE_SEED, prepare_fixed
+    from vaecli.likelihoods import Bernoulli
+
+    rates = mnist(mnist_root, "train").images[:limit_train].double().div(255).mean(0).clamp(1e-4, 1 - 1e-4)
+    test_x = prepare_fixed(Bernoulli(), mnist(mnist_root, "test").images[:limit_test], TEST_PREPARE_SEED)
+    return -TorchBernoulli(probs=rates).log_prob(test_x.double()).flatten(1).sum(1).mean().item()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import marginals_neg_elbo
 from safetensors.torch import load_file
 from test_runs import SignalAt
 
@@ -58,10 +59,15 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def assert_close_weights(a: Path, b: Path) -> None:
+    """Each tensor within 1e-5 of the other's norm, and no entry more than 1e-4 away. Sums over two
+    ranks round differently from one, and Adam divides a gradient by its own running size, so a
+    weight whose gradient is only ever tiny (a pixel that is rarely on) carries its rounding into
+    whole steps: such an entry differs by about 1e-5 while the tensor agrees to 1e-6."""
     x, y = weights(a), weights(b)
     assert x.keys() == y.keys()
     for key in x:
-        torch.testing.assert_close(x[key], y[key], rtol=1e-4, atol=1e-5, msg=key)
+        assert torch.linalg.vector_norm(x[key] - y[key]) <= 1e-5 * torch.linalg.vector_norm(y[key]), key
+        torch.testing.assert_close(x[key], y[key], rtol=0, atol=1e-4, msg=key)
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -190,7 +196,7 @@ def small(mnist_root: Path, out: Path, **overrides) -> TrainConfig:
 def test_float16_with_gradient_scaler_trains_and_resumes_exactly(mnist_root, tmp_path):
     config = {"precision": "16-mixed", "limit_train": 3000}
     straight = train(small(mnist_root, tmp_path / "straight", **config)).metrics
-    assert straight[-1]["test_neg_elbo"] < straight[0]["train_neg_elbo"] - 50  # it learns
+    assert straight[-1]["test_neg_elbo"] < marginals_neg_elbo(mnist_root, 3000, 300) - 8  # it learns
     header = json.loads(load_checkpoint_header(tmp_path / "straight" / CHECKPOINT_FILE))
     scale = header["extra"]["scaler"]["scale"]
     assert 1.0 <= scale <= 65536.0  # the scaler's state travels with the checkpoint
@@ -203,8 +209,8 @@ def test_float16_with_gradient_scaler_trains_and_resumes_exactly(mnist_root, tmp
 
 def test_bfloat16_autocast_trains_on_the_cpu(mnist_root, tmp_path):
     result = train(small(mnist_root, tmp_path / "bf16", precision="bf16", limit_train=3000, epochs=2))
-    first, last = result.metrics[0], result.metrics[-1]
-    assert last["test_neg_elbo"] < first["train_neg_elbo"] - 50  # it learns, in nats per image
+    # It learns: below the best model that ignores z, where it starts (fp32 ends 12.7 nats below).
+    assert result.metrics[-1]["test_neg_elbo"] < marginals_neg_elbo(mnist_root, 3000, 300) - 8
     assert {w.dtype for w in weights(tmp_path / "bf16").values()} == {torch.float32}  # weights stay fp32
 
 

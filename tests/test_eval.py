@@ -39,7 +39,7 @@ def linear_vae(latent_dim: int, used: int, seed: int = 0) -> VAE:
         decoder[0].weight.zero_()
         decoder[0].weight[:, :used] = 1.5 * torch.randn(PIXELS, used, generator=g)
         decoder[0].bias.copy_(torch.randn(PIXELS, generator=g))
-    return VAE(encoder, decoder, Bernoulli(), latent_dim).eval()
+    return VAE(encoder, decoder, Bernoulli(), latent_dim, SHAPE).eval()
 
 
 def draw_images(model: VAE, n: int, seed: int) -> torch.Tensor:

@@ -162,3 +162,64 @@ def test_models_for_every_likelihood_and_architecture(likelihood, options, arch)
     x = model.likelihood.prepare(torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8))
     terms = model.elbo(x)
     assert terms.elbo.shape == (3,) and torch.isfinite(terms.elbo).all()
+
+
+def reference_log_prob(likelihood, x, params):
+    """Per-pixel log p(x | params) from torch.distributions, for params (P, C, H, W) shared by every
+    image x (N, C, H, W); the dequantisation constant and sigma's lower bound aside."""
+    if isinstance(likelihood, Bernoulli):
+        return torch.distributions.Bernoulli(logits=params[0], validate_args=False).log_prob(x)
+    if isinstance(likelihood, Gaussian):
+        sigma = likelihood.log_sigma(params.unsqueeze(0)).exp().expand(1, *params.shape[1:])[0]
+        return Normal(params[0], sigma).log_prob(x)
+    return TorchCategorical(logits=params.movedim(0, -1)).log_prob(likelihood.levels(x))
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("bernoulli", {}), ("gaussian", {"sigma": "pixel"}), ("gaussian", {"sigma": "0.1"}),
+     ("categorical", {"bins": "16"})],
+)  # fmt: skip
+def test_constant_fit_is_the_best_decoder_output_that_ignores_z(name, options):
+    # Its mean log-likelihood over the prepared images (torch.distributions) is above that of the
+    # fit moved any way: at every pixel, or for gaussian's per-pixel sigma, which starts at one
+    # value for all pixels, in total over the pixels with sigma moved alike at each. Bernoulli's
+    # is linear in x, so the binarisations' mean stands for all of them; the dequantised
+    # Gaussian's is averaged over 40 preparations.
+    likelihood = build_likelihood(name, options).double()
+    g = _gen(7)
+    images = torch.randint(0, 256, (300, *SHAPE), dtype=torch.uint8, generator=g)
+    fit = likelihood.constant_fit(images).double()
+    assert fit.shape == (likelihood.params_per_pixel, *SHAPE) and fit.dtype == torch.float64
+    draws = 40 if isinstance(likelihood, Gaussian) else 1
+    prepare = likelihood.encoder_input if isinstance(likelihood, Bernoulli) else likelihood.prepare
+    x = torch.cat([prepare(images) for _ in range(draws)]).double()
+
+    def per_pixel(params):
+        return reference_log_prob(likelihood, x, params).mean(0)
+
+    shared_sigma = likelihood.params_per_pixel == 2
+    if shared_sigma:
+        assert (fit[1] == fit[1, 0, 0, 0]).all()
+    best = per_pixel(fit)
+    for _ in range(6):
+        step = 0.05 * torch.randn(fit.shape, generator=g, dtype=torch.float64).sign()
+        if shared_sigma:
+            step[1] = step[1, 0, 0, 0]
+        for moved in (per_pixel(fit + step), per_pixel(fit - step)):
+            assert best.sum() >= moved.sum() if shared_sigma else (best >= moved).all()
+
+
+def test_constant_fit_by_hand():
+    # Two images of 2 x 1 pixels: one pixel always 0, the other 0 and 255.
+    images = torch.tensor([[[[0], [0]]], [[[0], [255]]]], dtype=torch.uint8)
+    bernoulli = Bernoulli().constant_fit(images)
+    torch.testing.assert_close(bernoulli, torch.logit(torch.tensor([[[[0.5 / 3], [1.5 / 3]]]])))
+    gaussian = Gaussian(sigma="pixel").constant_fit(images)
+    torch.testing.assert_close(gaussian[0, 0, :, 0], torch.tensor([0.5, 128.0]) / 256)
+    sigma = math.sqrt((127.5**2 / 2 + 1 / 12) / 256**2)  # the pixels' variances pooled
+    log_sigma = Gaussian(sigma="pixel").log_sigma(gaussian.unsqueeze(0))[0, 0, :, 0]
+    torch.testing.assert_close(log_sigma, torch.full((2,), math.log(sigma)))
+    categorical = Categorical(bins=2).constant_fit(images)  # levels: pixel * 2 // 256
+    frequencies = torch.tensor([[2.5, 1.5], [0.5, 1.5]]) / 3  # level 0, level 1 at each pixel
+    torch.testing.assert_close(categorical[:, 0, :, 0], frequencies.log())

@@ -101,3 +101,36 @@ def test_a_format_1_mlp_is_rebuilt_with_the_relu_it_was_trained_with(tmp_path):
         assert torch.equal(loaded.decode(z), model.decode(z))
         assert any(isinstance(m, torch.nn.ReLU) for m in loaded.modules())
         assert not any(isinstance(m, ELU) for m in loaded.modules())
+
+
+def _rewrite(path, header, tensors):
+    save_file(tensors, str(path), metadata={"format": "pt", FORMAT: json.dumps(header)})
+
+
+def test_a_format_2_model_has_no_output_offset_and_loads_with_a_zero_one(tmp_path):
+    torch.manual_seed(5)
+    model = build_model(ModelSpec(input_shape=(1, 8, 8), latent_dim=2, architecture_options={"hidden": "16"}))
+    path = tmp_path / "m.safetensors"
+    save_model(path, model, {})
+    header = read_header(path)
+    assert header["format_version"] == 3
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k != "output_offset"}
+    _rewrite(path, {**header, "format_version": 2}, tensors)
+    loaded, _ = load_model(path)
+    assert torch.equal(loaded.output_offset, torch.zeros(1, 1, 8, 8))
+    z = torch.randn(5, 2)
+    with torch.no_grad():
+        assert torch.equal(loaded.decode(z), model.decoder(z))
+    # From format 3 on the offset is part of the model: a file without it is damaged.
+    _rewrite(path, header, tensors)
+    with pytest.raises(VaeError, match="tensor output_offset: file has missing"):
+        load_model(path)
+
+
+def test_a_fitted_output_offset_round_trips(tmp_path):
+    model = build_model(ModelSpec(input_shape=(1, 8, 8), latent_dim=2, architecture_options={"hidden": "16"}))
+    model.fit_output_offset(torch.randint(0, 256, (20, 1, 8, 8), dtype=torch.uint8))
+    assert model.output_offset.abs().min() > 0
+    save_model(tmp_path / "m.safetensors", model, {})
+    loaded, _ = load_model(tmp_path / "m.safetensors")
+    assert torch.equal(loaded.output_offset, model.output_offset)

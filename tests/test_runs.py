@@ -348,3 +348,29 @@ def test_a_run_begun_by_the_previous_format_resumes_with_its_relu(mnist_root, tm
     assert "activation" not in resumed.arch_options
     train(resumed, resume=True)
     assert same_weights(old, straight)
+
+
+def test_a_run_begun_before_the_output_offset_resumes_without_one(mnist_root, tmp_path, monkeypatch):
+    # Checkpoints before format 3 hold no output offset: such a run trained with a zero one, and
+    # resumed, goes on with a zero one to the weights it would have reached.
+    straight, old = tmp_path / "straight", tmp_path / "old"
+    with monkeypatch.context() as patch:
+        patch.setattr("vaecli.model.VAE.fit_output_offset", lambda model, images: None)
+        train(small_config(mnist_root, straight))
+        with pytest.raises(TrainingInterrupted):
+            train(small_config(mnist_root, old), SignalAt(epoch=2, step=6))
+    checkpoint = old / CHECKPOINT_FILE
+    with safe_open(str(checkpoint), framework="pt") as f:
+        metadata = f.metadata()
+    header = json.loads(metadata[CHECKPOINT_FORMAT])
+    assert header["format_version"] == 3
+    tensors = {k: v for k, v in load_file(str(checkpoint)).items() if k != "model.output_offset"}
+    old_header = json.dumps({**header, "format_version": 2})
+    save_file(tensors, str(checkpoint), {**metadata, CHECKPOINT_FORMAT: old_header})
+    train(load_config_file(old / "config.yaml"), resume=True)
+    assert same_weights(old, straight)
+    assert not load_file(str(old / "model.safetensors"))["output_offset"].any()
+    # A format-3 checkpoint without the offset is damaged.
+    save_file(tensors, str(checkpoint), metadata)
+    with pytest.raises(VaeError, match="does not fit this run's model"):
+        train(load_config_file(old / "config.yaml"), resume=True)

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import yaml
+from conftest import marginals_neg_elbo
 from safetensors.torch import load_file
 from torch.distributions import Bernoulli as TorchBernoulli
 
@@ -13,6 +14,7 @@ from vaecli.datasets import mnist
 from vaecli.evaluation import mean_elbo
 from vaecli.likelihoods import Bernoulli
 from vaecli.model import ModelSpec, build_model
+from vaecli.modelfile import load_model
 from vaecli.train import TEST_PREPARE_SEED, TrainConfig, prepare_fixed, train
 
 pytestmark = pytest.mark.slow
@@ -37,19 +39,34 @@ def test_training_beats_any_untrained_model(mnist_root, tmp_path):
     # An untrained decoder is near 784 ln 2 = 543 nats. The best model that ignores z altogether
     # (independent pixels with the training set's marginals) is the bar a decoder meets without
     # learning anything from the encoder: training must beat it by a wide margin.
-    train_images = mnist(mnist_root, "train").images[:25000].double() / 255
-    marginals = TorchBernoulli(probs=train_images.mean(0).clamp(1e-4, 1 - 1e-4))
-    ignores_z = -marginals.log_prob(test_x.double()).flatten(1).sum(1).mean().item()
+    ignores_z = marginals_neg_elbo(mnist_root, 25000, 2000)
     assert min(untrained) > 500 and 190 < ignores_z < 220
     final = result.metrics[-1]["test_neg_elbo"]
     assert final < ignores_z - 40, (final, ignores_z)
     assert result.metrics[1]["test_neg_elbo"] < result.metrics[0]["test_neg_elbo"]
     # The trained model file scores the same on the same fixed test set.
-    from vaecli.modelfile import load_model
-
     loaded, header = load_model(result.run_dir)
     assert mean_elbo(loaded, test_x)["neg_elbo"] == pytest.approx(final, rel=1e-6)
     assert header["metrics"]["test_neg_elbo"] == pytest.approx(final)
+
+
+def test_training_starts_from_the_training_images_marginals(small_run, mnist_root):
+    # The model's output offset holds each pixel's logit of the training images' rate of ones
+    # (half a one and half a zero added), so a decoder that outputs zeros is the best model that
+    # ignores z: its reconstruction term is the marginals' log-likelihood (torch.distributions).
+    model, _ = load_model(small_run)
+    train_images = mnist(mnist_root, "train").images[:6000].double() / 255
+    rate = (train_images.sum(0) + 0.5) / (6000 + 1)
+    torch.testing.assert_close(model.output_offset, torch.logit(rate).float().unsqueeze(0))
+    last = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+    test_x = prepare_fixed(Bernoulli(), mnist(mnist_root, "test").images[:50], TEST_PREPARE_SEED)
+    marginals = TorchBernoulli(probs=rate.float())
+    with torch.no_grad():
+        reconstruction = model.elbo(test_x).reconstruction
+    torch.testing.assert_close(reconstruction, marginals.log_prob(test_x).flatten(1).sum(1))
 
 
 def test_run_folder_contents(small_run):

@@ -20,11 +20,12 @@ from safetensors.torch import load_file, save_file
 
 from vaecli.errors import VaeError
 from vaecli.fileio import atomic_path
-from vaecli.modelfile import format_version
+from vaecli.modelfile import format_version, load_weights
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 FORMAT = "vaecli-checkpoint"
-FORMAT_VERSION = 2  # 2: the run's config.yaml records architecture options with their defaults
+FORMAT_VERSION = 3  # 2: the run's config.yaml records architecture options with their defaults;
+# 3: the model's output offset is stored (OFFSET_FORMAT)
 
 
 @dataclass
@@ -132,9 +133,8 @@ def load_checkpoint(
     if version > FORMAT_VERSION:
         raise VaeError(f"{path} is a newer checkpoint format than this vaecli reads: upgrade vaecli")
     try:
-        model.load_state_dict(
-            {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True
-        )
+        weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        load_weights(model, weights, version)
         optim_state: dict[int, dict[str, Any]] = {}
         for key, value in tensors.items():
             if key.startswith("optimizer."):

@@ -56,6 +56,12 @@ class Likelihood(nn.Module):
         """log p(x | params) in nats, summed over pixels: shape (batch,)."""
         raise NotImplementedError
 
+    def constant_fit(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The decoder parameters (params_per_pixel, C, H, W) that fit uint8 ``images`` (N, C, H, W)
+        best while ignoring z: per pixel, the maximum-likelihood fit to the prepared data. Training
+        starts the decoder's output there (``VAE.output_offset``). None, the default: from zero."""
+        return None
+
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         """E[x | params], an image in [0, 1]."""
         raise NotImplementedError
@@ -100,6 +106,13 @@ class Bernoulli(Likelihood):
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         return BernoulliLogProb.apply(params.reshape(x.shape), x)  # a view: no select's backward copy
 
+    def constant_fit(self, images: torch.Tensor) -> torch.Tensor:
+        # The logit of each pixel's rate of ones, E[pixel / 255], with half a one and half a zero
+        # added (Jeffreys): a pixel that is always 0 in the data gets a finite logit.
+        n = images.shape[0]
+        p = (pixel_moments(images)[0] / 255 * n + 0.5) / (n + 1)
+        return torch.logit(p).float().unsqueeze(0)
+
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(params[:, 0])
 
@@ -124,6 +137,23 @@ def uniform_bytes_below_255(
     rejected = torch.eq(u, torch.full_like(u, 255)).view(torch.uint8).nonzero().squeeze(1)
     u[rejected] = torch.randint(0, 255, rejected.shape, dtype=torch.uint8, generator=generator, device=device)
     return u.view(shape)
+
+
+MOMENTS_CHUNK = 8192  # images per float64 chunk when summing over a whole dataset
+
+
+def pixel_moments(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each pixel's mean and variance over uint8 ``images`` (N, C, H, W), in float64, on the
+    images' device; summed in chunks, so no float copy of the whole dataset is made."""
+    total = torch.zeros(images.shape[1:], dtype=torch.float64, device=images.device)
+    squares = torch.zeros_like(total)
+    for chunk in images.split(MOMENTS_CHUNK):
+        values = chunk.double()
+        total += values.sum(0)
+        squares += values.square_().sum(0)
+    n = max(images.shape[0], 1)
+    mean = total / n
+    return mean, (squares / n - mean.square()).clamp_(min=0.0)
 
 
 class BernoulliLogProb(torch.autograd.Function):
@@ -207,6 +237,20 @@ class Gaussian(Likelihood):
             return params.new_full((), self.fixed_log_sigma)
         raw = self.raw_log_sigma if self.raw_log_sigma is not None else params[:, 1]
         return self.LOG_SIGMA_MIN + F.softplus(raw - self.LOG_SIGMA_MIN)
+
+    def constant_fit(self, images: torch.Tensor) -> torch.Tensor:
+        # The dequantised pixel (v + u) / 256 has mean (E v + 1/2) / 256 and variance
+        # (Var v + 1/12) / 256^2. A per-pixel sigma starts at the pixels' pooled standard
+        # deviation, not each pixel's own: a pixel that is constant in the training images would
+        # get a sigma at the floor, and an image that differs there a loss of 10^5 nats.
+        mean, variance = pixel_moments(images)
+        params = [(mean + 0.5) / 256]
+        if self.params_per_pixel == 2:
+            log_sigma = 0.5 * math.log((variance.mean().item() + 1 / 12) / 256**2)
+            # the raw value whose log_sigma() is log_sigma: softplus inverted
+            raw = self.LOG_SIGMA_MIN + math.log(math.expm1(log_sigma - self.LOG_SIGMA_MIN))
+            params.append(torch.full_like(mean, raw))
+        return torch.stack(params).float()
 
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         mean, log_sigma = params[:, 0], self.log_sigma(params)
@@ -296,6 +340,17 @@ class Categorical(Likelihood):
         logits = params.movedim(1, -1).reshape(-1, self.bins)
         nll = ChunkedCrossEntropy.apply(logits, self.levels(x).reshape(-1))
         return -nll.view(x.shape[0], -1).sum(1)
+
+    def constant_fit(self, images: torch.Tensor) -> torch.Tensor:
+        # The log of each pixel's level frequencies, with half an image added at every level.
+        pixels = images[0].numel()
+        counts = torch.zeros(pixels * self.bins, dtype=torch.float64, device=images.device)
+        first_bin = torch.arange(pixels, device=images.device) * self.bins
+        for chunk in images.split(MOMENTS_CHUNK):
+            levels = torch.div(chunk.flatten(1).long() * self.bins, 256, rounding_mode="floor")
+            counts += torch.bincount((levels + first_bin).flatten(), minlength=counts.numel())
+        log_freq = (counts + 0.5).log_() - math.log(images.shape[0] + 0.5 * self.bins)
+        return log_freq.view(*images.shape[1:], self.bins).movedim(-1, 0).float()
 
     def _values(self, params: torch.Tensor) -> torch.Tensor:
         shape = (1, self.bins) + (1,) * (params.dim() - 2)

@@ -29,16 +29,27 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
 
 
 class VAE(nn.Module):
-    """q(z|x) = N(mu(x), diag sigma(x)^2), p(z) = N(0, I), p(x|z) given by ``likelihood``."""
+    """q(z|x) = N(mu(x), diag sigma(x)^2), p(z) = N(0, I), p(x|z) given by ``likelihood``.
+
+    The decoder's output is added to ``output_offset``, fixed decoder parameters per pixel
+    (params_per_pixel, *input_shape): zeros until :meth:`fit_output_offset` sets them from the
+    training images, so the decoder learns how images differ from their average, not the average.
+    """
 
     def __init__(
-        self, encoder: nn.Module, decoder: nn.Module, likelihood: Likelihood, latent_dim: int
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        likelihood: Likelihood,
+        latent_dim: int,
+        input_shape: tuple[int, int, int],
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = likelihood
         self.latent_dim = latent_dim
+        self.register_buffer("output_offset", torch.zeros(likelihood.params_per_pixel, *input_shape))
         #: How to rebuild this model's modules; set by :func:`build_model`.
         self.spec: ModelSpec | None = None
 
@@ -61,7 +72,15 @@ class VAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decoder parameters (batch, params_per_pixel, C, H, W)."""
-        return self.decoder(z)
+        return self.decoder(z) + self.output_offset
+
+    @torch.no_grad()
+    def fit_output_offset(self, images: torch.Tensor) -> None:
+        """Set ``output_offset`` to the likelihood's best fit to uint8 ``images`` that ignores z
+        (:meth:`Likelihood.constant_fit`); a likelihood without one leaves it at zero."""
+        fit = self.likelihood.constant_fit(images)
+        if fit is not None:
+            self.output_offset.copy_(fit)
 
     def elbo(
         self, x: torch.Tensor, generator: torch.Generator | None = None, eps: torch.Tensor | None = None
@@ -113,7 +132,7 @@ def build_model(spec: ModelSpec, check_shapes: bool = True) -> VAE:
     if not (isinstance(built, tuple) and len(built) == 2 and all(isinstance(m, nn.Module) for m in built)):
         raise VaeError(f"{what} must return (encoder, decoder) torch modules, got {type(built).__name__}")
     encoder, decoder = built
-    model = VAE(encoder, decoder, likelihood, spec.latent_dim)
+    model = VAE(encoder, decoder, likelihood, spec.latent_dim, tuple(spec.input_shape))
     if check_shapes:
         _check_shapes(model, spec, what)
     # The architecture's defaults are written down with the given options: a model file then

@@ -20,7 +20,8 @@ from vaecli.fileio import atomic_path
 from vaecli.model import VAE, ModelSpec, build_model
 
 FORMAT = "vaecli-model"
-FORMAT_VERSION = 2  # 2: architecture options are recorded with their defaults
+FORMAT_VERSION = 3  # 2: architecture options are recorded with their defaults; 3: the output offset
+OFFSET_FORMAT = 3  # files before this format hold no output_offset, the same as a zero one
 MODEL_FILE = "model.safetensors"
 MAX_SIZE = 1 << 20  # no image side, channel count or latent size is larger in a real model
 
@@ -90,11 +91,12 @@ def load_model(
     header = read_header(path)
     spec = _spec_of(header, path)
     installed = _with_installed_parts(spec, header, path)
-    _check_tensors_fit(installed, path)  # on the meta device: nothing is allocated yet
+    version = format_version(header)
+    _check_tensors_fit(installed, path, version)  # on the meta device: nothing is allocated yet
     model = build_model(installed)
     model.spec = spec  # as trained, so a re-saved model reads the same
     try:
-        model.load_state_dict(load_file(str(path)), strict=True)
+        load_weights(model, load_file(str(path)), version)
     except (SafetensorError, RuntimeError, OSError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise VaeError(f"{path}: its tensors do not fit its own model description ({first})") from exc
@@ -106,7 +108,7 @@ def _spec_of(header: dict[str, Any], path: Path) -> ModelSpec:
         fields = dict(header["model"])
         fields["architecture_options"] = upgrade_architecture_options(
             fields["architecture"], _architecture_distribution(header), fields["architecture_options"],
-            int(header["format_version"]),
+            format_version(header),
         )  # fmt: skip
         spec = ModelSpec(**{**fields, "input_shape": tuple(fields["input_shape"])})
         sizes = (*spec.input_shape, spec.latent_dim)
@@ -134,13 +136,28 @@ def upgrade_architecture_options(
     return options
 
 
+def tensors_absent_in(version: int) -> set[str]:
+    """The state-dict entries a model written in format ``version`` may lack."""
+    return {"output_offset"} if version < OFFSET_FORMAT else set()
+
+
+def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], version: int) -> None:
+    """Load a state dict written in format ``version``: every tensor must fit, and only those an
+    older format lacks may be missing (the model's own zero output offset then stays)."""
+    result = model.load_state_dict(tensors, strict=False)
+    missing = set(result.missing_keys) - tensors_absent_in(version)
+    if missing or result.unexpected_keys:
+        names = ", ".join(sorted(missing | set(result.unexpected_keys)))
+        raise RuntimeError(f"missing or unexpected tensors: {names}")
+
+
 def _architecture_distribution(header: dict[str, Any]) -> str | None:
     parts = header.get("parts")
     part = parts.get("architecture") if isinstance(parts, dict) else None
     return part.get("distribution") if isinstance(part, dict) else None
 
 
-def _check_tensors_fit(spec: ModelSpec, path: Path) -> None:
+def _check_tensors_fit(spec: ModelSpec, path: Path, version: int) -> None:
     """Build the model on the meta device (no memory) and compare every parameter's name, shape
     and dtype with the file's, so a hostile description can never make us allocate more than
     the file itself holds."""
@@ -159,6 +176,8 @@ def _check_tensors_fit(spec: ModelSpec, path: Path) -> None:
         found = {
             k: (tuple(f.get_slice(k).get_shape()), _DTYPES.get(f.get_slice(k).get_dtype())) for k in f.keys()
         }
+    for name in tensors_absent_in(version) - found.keys():
+        del expected[name]
     for name in sorted(expected.keys() | found.keys()):
         if expected.get(name) != found.get(name):
             want = "absent" if name not in expected else f"{expected[name][0]} {expected[name][1]}"

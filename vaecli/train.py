@@ -174,6 +174,8 @@ def _train(
     likelihood = model.likelihood
 
     train_images = train_data.images.to(device)
+    if not resume:  # (a resumed run's offset comes from its checkpoint)
+        model.fit_output_offset(train_images)
     test_x = prepare_fixed(likelihood, test_data.images.to(device), TEST_PREPARE_SEED)
     sample_z = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED)).to(
         device
@@ -184,7 +186,10 @@ def _train(
     if ranks.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        # Every rank fits the same output offset, and it never changes: no buffer broadcasts.
+        net = DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False
+        )
     if config.compile:
         net = compile_model(net)
     optimizer = make_optimizer(model, config.lr)
