@@ -223,3 +223,13 @@ def test_constant_fit_by_hand():
     categorical = Categorical(bins=2).constant_fit(images)  # levels: pixel * 2 // 256
     frequencies = torch.tensor([[2.5, 1.5], [0.5, 1.5]]) / 3  # level 0, level 1 at each pixel
     torch.testing.assert_close(categorical[:, 0, :, 0], frequencies.log())
+
+
+def test_constant_fit_sums_a_dataset_in_chunks_of_whole_images(monkeypatch):
+    images = torch.randint(0, 256, (50, *SHAPE), dtype=torch.uint8, generator=_gen(3))
+    made = [Bernoulli(), Gaussian(sigma="pixel"), Categorical(bins=16)]
+    whole = [likelihood.constant_fit(images) for likelihood in made]  # in one chunk
+    monkeypatch.setattr(likelihoods, "DATASET_CHUNK_BYTES", 8 * math.prod(SHAPE) * 3)
+    assert len(likelihoods.dataset_chunks(images)) == 17  # 16 of 3 images and one of 2
+    for likelihood, expected in zip(made, whole, strict=True):
+        torch.testing.assert_close(likelihood.constant_fit(images), expected)

@@ -58,7 +58,8 @@ class Likelihood(nn.Module):
 
     def constant_fit(self, images: torch.Tensor) -> torch.Tensor | None:
         """The decoder parameters (params_per_pixel, C, H, W) that fit uint8 ``images`` (N, C, H, W)
-        best while ignoring z: per pixel, the maximum-likelihood fit to the prepared data. Training
+        best while ignoring z: the maximum-likelihood fit to the prepared data, per pixel (or
+        pooled over pixels where one pixel's own would overfit, as gaussian's sigma). Training
         starts the decoder's output there (``VAE.output_offset``). None, the default: from zero."""
         return None
 
@@ -139,7 +140,13 @@ def uniform_bytes_below_255(
     return u.view(shape)
 
 
-MOMENTS_CHUNK = 8192  # images per float64 chunk when summing over a whole dataset
+DATASET_CHUNK_BYTES = 64 << 20  # 8-byte numbers per chunk when summing over a whole dataset
+
+
+def dataset_chunks(images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``images`` split into runs of whole images whose 8-byte copies fit ``DATASET_CHUNK_BYTES``."""
+    per_image = max(8 * images[0].numel(), 1)
+    return images.split(max(1, DATASET_CHUNK_BYTES // per_image))
 
 
 def pixel_moments(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,7 +154,7 @@ def pixel_moments(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     images' device; summed in chunks, so no float copy of the whole dataset is made."""
     total = torch.zeros(images.shape[1:], dtype=torch.float64, device=images.device)
     squares = torch.zeros_like(total)
-    for chunk in images.split(MOMENTS_CHUNK):
+    for chunk in dataset_chunks(images):
         values = chunk.double()
         total += values.sum(0)
         squares += values.square_().sum(0)
@@ -346,7 +353,7 @@ class Categorical(Likelihood):
         pixels = images[0].numel()
         counts = torch.zeros(pixels * self.bins, dtype=torch.float64, device=images.device)
         first_bin = torch.arange(pixels, device=images.device) * self.bins
-        for chunk in images.split(MOMENTS_CHUNK):
+        for chunk in dataset_chunks(images):
             levels = torch.div(chunk.flatten(1).long() * self.bins, 256, rounding_mode="floor")
             counts += torch.bincount((levels + first_bin).flatten(), minlength=counts.numel())
         log_freq = (counts + 0.5).log_() - math.log(images.shape[0] + 0.5 * self.bins)
