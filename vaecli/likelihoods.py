@@ -57,8 +57,8 @@ class Likelihood(nn.Module):
         raise NotImplementedError
 
     def constant_fit(self, images: torch.Tensor) -> torch.Tensor | None:
-        """The decoder parameters (params_per_pixel, C, H, W) that fit uint8 ``images`` (N, C, H, W)
-        best while ignoring z: the maximum-likelihood fit to the prepared data, per pixel (or
+        """The decoder parameters (params_per_pixel, C, H, W) that fit uint8 ``images`` (N, C, H, W,
+        on the CPU) best while ignoring z: the maximum-likelihood fit to the prepared data, per pixel (or
         pooled over pixels where one pixel's own would overfit, as gaussian's sigma). Training
         starts the decoder's output there (``VAE.output_offset``). None, the default: from zero."""
         return None
@@ -150,8 +150,8 @@ def dataset_chunks(images: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def pixel_moments(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each pixel's mean and variance over uint8 ``images`` (N, C, H, W), in float64, on the
-    images' device; summed in chunks, so no float copy of the whole dataset is made."""
+    """Each pixel's mean and variance over uint8 ``images`` (N, C, H, W), in float64 (so on the
+    CPU or CUDA, not MPS); summed in chunks, so no float copy of the whole dataset is made."""
     total = torch.zeros(images.shape[1:], dtype=torch.float64, device=images.device)
     squares = torch.zeros_like(total)
     for chunk in dataset_chunks(images):

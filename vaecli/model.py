@@ -77,8 +77,9 @@ class VAE(nn.Module):
     @torch.no_grad()
     def fit_output_offset(self, images: torch.Tensor) -> None:
         """Set ``output_offset`` to the likelihood's best fit to uint8 ``images`` that ignores z
-        (:meth:`Likelihood.constant_fit`); a likelihood without one leaves it at zero."""
-        fit = self.likelihood.constant_fit(images)
+        (:meth:`Likelihood.constant_fit`, given the images on the CPU, where float64 sums exist on
+        every machine: MPS has no float64); a likelihood without one leaves it at zero."""
+        fit = self.likelihood.constant_fit(images.cpu())
         if fit is not None:
             self.output_offset.copy_(fit)
 
