@@ -7,6 +7,10 @@ Wall time counts everything after the data are on disk: loading, training and th
 evaluation (vaecli's also includes writing its run folder).
 
     VAECLI_DATA_DIR=../shared/data python bench/time_to_quality.py [--target 100] [--max-epochs 100]
+        [--precision bf16]
+
+``--precision`` is vae train's (the example loop is always float32): ``bf16`` shows what a CPU
+with bfloat16 instructions gains.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 import torch
 from example_vae import ExampleVAE, example_loader, example_loss, train_epoch
 
+from vaecli.config import PRECISIONS
 from vaecli.datasets import mnist, resolve_data_dir
 from vaecli.evaluation import EVAL_SEED, TEST_PREPARE_SEED, prepare_fixed
 from vaecli.likelihoods import Bernoulli
@@ -74,13 +79,15 @@ class StopAt:
             raise Reached
 
 
-def ours(root: str, target: float) -> tuple[float, int, float]:
-    """(seconds, epochs, -ELBO) when `vae train`'s default recipe first reaches ``target``."""
+def ours(root: str, target: float, precision: str) -> tuple[float, int, float]:
+    """(seconds, epochs, -ELBO) when `vae train`'s default recipe (in ``precision``) first reaches
+    ``target``."""
     observer = StopAt(target)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            train(TrainConfig(data_dir=root, device="cpu", out=f"{tmp}/run"), observer)
+            config = TrainConfig(data_dir=root, device="cpu", out=f"{tmp}/run", precision=precision)
+            train(config, observer)
         except Reached:
             pass
     return time.perf_counter() - started, observer.last["epoch"], observer.last["test_neg_elbo"]
@@ -91,16 +98,20 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--target", type=float, default=100.0)
     parser.add_argument("--max-epochs", type=int, default=100)
+    parser.add_argument(
+        "--precision", default="auto", choices=PRECISIONS, help="vae train's (auto: float32 on CPUs)"
+    )
     args = parser.parse_args()
     root = resolve_data_dir(args.data_dir)
     images = mnist(root, "test").images
     test_x = prepare_fixed(Bernoulli(), images, TEST_PREPARE_SEED).view(-1, 784)
     print(f"time to test -ELBO <= {args.target} nats, {torch.get_num_threads()} CPU threads")
-    ours_s, ours_epochs, ours_score = ours(str(root), args.target)
+    ours_s, ours_epochs, ours_score = ours(str(root), args.target, args.precision)
     base_s, base_epochs, base_score = baseline(str(root), test_x, args.target, args.max_epochs)
     reached = "" if base_score <= args.target else f" (not reached in {base_epochs} epochs)"
     print(f"example loop: {base_s:7.1f} s, {base_epochs} epochs, -ELBO {base_score:.2f}{reached}")
-    print(f"vae train:    {ours_s:7.1f} s, {ours_epochs} epochs, -ELBO {ours_score:.2f}")
+    precision = f" (--precision {args.precision})"
+    print(f"vae train:    {ours_s:7.1f} s, {ours_epochs} epochs, -ELBO {ours_score:.2f}{precision}")
     print(f"ratio:        {ours_s / base_s:7.3f} of the example loop's time ({base_s / ours_s:.1f}x faster)")
 
 
