@@ -210,6 +210,32 @@ def test_constant_fit_is_the_best_decoder_output_that_ignores_z(name, options):
             assert best.sum() >= moved.sum() if shared_sigma else (best >= moved).all()
 
 
+def test_a_learned_sigma_starts_at_its_best_fit_to_the_data():
+    # Gaussian's sigma=learned is the likelihood's own parameter, not a decoder output: it starts
+    # at the one sigma that, about constant_fit's per-pixel means, maximises the mean
+    # log-likelihood of the dequantised images (torch.distributions.Normal, 40 preparations).
+    likelihood = Gaussian(sigma="learned").double()
+    g = _gen(5)
+    images = torch.randint(0, 256, (300, *SHAPE), dtype=torch.uint8, generator=g)
+    likelihood.fit_own_parameters(images)
+    means = likelihood.constant_fit(images).double()[0]
+    x = torch.cat([likelihood.prepare(images, g) for _ in range(40)]).double()
+
+    def mean_log_likelihood(log_sigma: float) -> float:
+        return Normal(means, math.exp(log_sigma)).log_prob(x).sum((1, 2, 3)).mean().item()
+
+    fitted = likelihood.log_sigma(means.unsqueeze(0)).item()
+    pixels = images.double()
+    pooled = ((pixels - pixels.mean(0)).square().mean() + 1 / 12) / 256**2  # by hand
+    assert fitted == pytest.approx(0.5 * math.log(pooled.item()), abs=1e-9)
+    for step in (0.02, -0.02):
+        assert mean_log_likelihood(fitted) > mean_log_likelihood(fitted + step)
+    # The other likelihoods have no parameters of their own to fit.
+    for other in (Bernoulli(), Gaussian(sigma="pixel"), Gaussian(sigma="0.1"), Categorical(bins=4)):
+        other.fit_own_parameters(images)
+        assert list(other.parameters()) == []
+
+
 def test_constant_fit_by_hand():
     # Two images of 2 x 1 pixels: one pixel always 0, the other 0 and 255.
     images = torch.tensor([[[[0], [0]]], [[[0], [255]]]], dtype=torch.uint8)

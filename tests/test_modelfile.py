@@ -129,7 +129,7 @@ def test_a_format_2_model_has_no_output_offset_and_loads_with_a_zero_one(tmp_pat
 
 def test_a_fitted_output_offset_round_trips(tmp_path):
     model = build_model(ModelSpec(input_shape=(1, 8, 8), latent_dim=2, architecture_options={"hidden": "16"}))
-    model.fit_output_offset(torch.randint(0, 256, (20, 1, 8, 8), dtype=torch.uint8))
+    model.start_from_data(torch.randint(0, 256, (20, 1, 8, 8), dtype=torch.uint8))
     assert model.output_offset.abs().min() > 0
     save_model(tmp_path / "m.safetensors", model, {})
     loaded, _ = load_model(tmp_path / "m.safetensors")

@@ -116,6 +116,29 @@ def _untrained_neg_elbo(spec, test_x):
     return min(scores)
 
 
+def test_a_learned_sigma_starts_at_the_training_images_pooled_deviation(mnist_root, tmp_path):
+    # sigma=learned is one parameter of the likelihood: a run starts it at the pooled standard
+    # deviation of the dequantised training pixels about their means (computed here by hand),
+    # not at 1. At lr 1e-9 one epoch of 2 steps leaves it there.
+    config = TrainConfig(
+        data_dir=str(mnist_root),
+        likelihood="gaussian",
+        likelihood_options={"sigma": "learned"},
+        epochs=1,
+        lr=1e-9,
+        limit_train=200,
+        batch_size=100,
+        limit_test=50,
+        device="cpu",
+        out=str(tmp_path / "r"),
+    )
+    model, _ = load_model(train(config).run_dir)
+    pixels = mnist(mnist_root, "train").images[:200].double()
+    pooled = ((pixels - pixels.mean(0)).square().mean() + 1 / 12) / 256**2
+    log_sigma = model.likelihood.log_sigma(model.output_offset.unsqueeze(0)).item()
+    assert log_sigma == pytest.approx(0.5 * math.log(pooled.item()), abs=1e-6)
+
+
 @pytest.mark.parametrize(
     ("likelihood", "options", "limit_train", "factor"),
     [("gaussian", {"sigma": "pixel"}, 10000, 0.8), ("categorical", {}, 3000, 0.35)],

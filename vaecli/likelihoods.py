@@ -63,6 +63,12 @@ class Likelihood(nn.Module):
         starts the decoder's output there (``VAE.output_offset``). None, the default: from zero."""
         return None
 
+    def fit_own_parameters(self, images: torch.Tensor) -> None:
+        """Set this likelihood's own learned parameters (not the decoder's), if it has any, to
+        their maximum-likelihood fit to uint8 ``images`` (N, C, H, W, on the CPU) under
+        :meth:`constant_fit`'s decoder output: where training starts them (gaussian's
+        ``sigma=learned``). The default does nothing."""
+
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         """E[x | params], an image in [0, 1]."""
         raise NotImplementedError
@@ -253,11 +259,21 @@ class Gaussian(Likelihood):
         mean, variance = pixel_moments(images)
         params = [(mean + 0.5) / 256]
         if self.params_per_pixel == 2:
-            log_sigma = 0.5 * math.log((variance.mean().item() + 1 / 12) / 256**2)
-            # the raw value whose log_sigma() is log_sigma: softplus inverted
-            raw = self.LOG_SIGMA_MIN + math.log(math.expm1(log_sigma - self.LOG_SIGMA_MIN))
-            params.append(torch.full_like(mean, raw))
+            params.append(torch.full_like(mean, self._pooled_raw_log_sigma(variance)))
         return torch.stack(params).float()
+
+    def fit_own_parameters(self, images: torch.Tensor) -> None:
+        # A learned sigma, one for all pixels, starts where sigma=pixel does: the pooled fit.
+        if self.raw_log_sigma is not None:
+            with torch.no_grad():
+                self.raw_log_sigma.fill_(self._pooled_raw_log_sigma(pixel_moments(images)[1]))
+
+    def _pooled_raw_log_sigma(self, variance: torch.Tensor) -> float:
+        """The raw log-scale whose :meth:`log_sigma` is the dequantised pixels' pooled standard
+        deviation, from the 8-bit pixels' variances: (mean of Var v + 1/12) / 256^2 is the
+        maximum-likelihood sigma^2 of one Gaussian per pixel about each pixel's mean."""
+        log_sigma = 0.5 * math.log((variance.mean().item() + 1 / 12) / 256**2)
+        return self.LOG_SIGMA_MIN + math.log(math.expm1(log_sigma - self.LOG_SIGMA_MIN))  # softplus inverted
 
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         mean, log_sigma = params[:, 0], self.log_sigma(params)

@@ -32,7 +32,7 @@ class VAE(nn.Module):
     """q(z|x) = N(mu(x), diag sigma(x)^2), p(z) = N(0, I), p(x|z) given by ``likelihood``.
 
     The decoder's output is added to ``output_offset``, fixed decoder parameters per pixel
-    (params_per_pixel, *input_shape): zeros until :meth:`fit_output_offset` sets them from the
+    (params_per_pixel, *input_shape): zeros until :meth:`start_from_data` sets them from the
     training images, so the decoder learns how images differ from their average, not the average.
     """
 
@@ -75,13 +75,16 @@ class VAE(nn.Module):
         return self.decoder(z) + self.output_offset
 
     @torch.no_grad()
-    def fit_output_offset(self, images: torch.Tensor) -> None:
-        """Set ``output_offset`` to the likelihood's best fit to uint8 ``images`` that ignores z
-        (:meth:`Likelihood.constant_fit`, given the images on the CPU, where float64 sums exist on
-        every machine: MPS has no float64); a likelihood without one leaves it at zero."""
-        fit = self.likelihood.constant_fit(images.cpu())
+    def start_from_data(self, images: torch.Tensor) -> None:
+        """Before training: set ``output_offset`` to the likelihood's best fit to uint8 ``images``
+        that ignores z (:meth:`Likelihood.constant_fit`; a likelihood without one leaves it at
+        zero), and the likelihood's own parameters to theirs (:meth:`Likelihood.fit_own_parameters`).
+        Both get the images on the CPU, where float64 sums exist on every machine (MPS has none)."""
+        images = images.cpu()
+        fit = self.likelihood.constant_fit(images)
         if fit is not None:
             self.output_offset.copy_(fit)
+        self.likelihood.fit_own_parameters(images)
 
     def elbo(
         self, x: torch.Tensor, generator: torch.Generator | None = None, eps: torch.Tensor | None = None

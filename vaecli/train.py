@@ -173,8 +173,8 @@ def _train(
     model = build_model(spec).to(device)
     likelihood = model.likelihood
 
-    if not resume:  # (a resumed run's offset comes from its checkpoint)
-        model.fit_output_offset(train_data.images)
+    if not resume:  # (a resumed run's offset and likelihood come from its checkpoint)
+        model.start_from_data(train_data.images)
     train_images = train_data.images.to(device)
     test_x = prepare_fixed(likelihood, test_data.images.to(device), TEST_PREPARE_SEED)
     sample_z = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED)).to(
