@@ -37,8 +37,10 @@ def vae_env(mnist_root: Path) -> dict[str, str]:
     return env
 
 
-def run(args: list[str], mnist_root: Path, **kwargs) -> subprocess.CompletedProcess[str]:
-    env = vae_env(mnist_root)
+def run(
+    args: list[str], mnist_root: Path, env_extra: dict[str, str] | None = None, **kwargs
+) -> subprocess.CompletedProcess[str]:
+    env = {**vae_env(mnist_root), **(env_extra or {})}
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, **kwargs)
 
 
@@ -220,6 +222,54 @@ def test_compiled_training_matches_eager(mnist_root, tmp_path):
     compiled = train(small(mnist_root, tmp_path / "compiled", epochs=1, compile=True)).metrics
     for key in ("train_neg_elbo", "test_neg_elbo"):
         assert compiled[0][key] == pytest.approx(eager[0][key], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_compiled_training_compiles_before_its_first_epoch(mnist_root, tmp_path):
+    # vae train compiles before its first epoch, for both batch sizes an epoch has (1000 images:
+    # 10 batches of 96, then one of 40), so nothing compiles while an epoch runs (torch's dynamo
+    # counts each graph it compiles). The compiled run is the same computation as the eager one.
+    from torch._dynamo.utils import counters
+
+    class CompilesInEpochs:
+        def __init__(self) -> None:
+            self.counts: list[int] = []
+
+        def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+            self.before = counters["stats"]["unique_graphs"]
+
+        def on_step(self, step: int) -> None: ...
+
+        def on_epoch_end(self, metrics: dict) -> None:
+            self.counts.append(counters["stats"]["unique_graphs"] - self.before)
+
+    watch = CompilesInEpochs()
+    config = {"limit_train": 1000, "batch_size": 96}
+    torch._dynamo.reset()  # forget graphs compiled by earlier tests
+    counters.clear()
+    train(small(mnist_root, tmp_path / "compiled", compile=True, **config), watch)
+    assert counters["stats"]["unique_graphs"] == 2  # one per batch size, both before the epochs
+    assert watch.counts == [0, 0]
+    train(small(mnist_root, tmp_path / "eager", **config))
+    assert_close_weights(tmp_path / "compiled", tmp_path / "eager")
+
+
+def test_compile_without_a_cpp_compiler_fails_before_writing_anything(mnist_root, tmp_path):
+    # torch.compile needs a C++ compiler on the CPU. Without one (CXX naming none), --compile fails
+    # with one line, exit 1, no run folder, and an old run given --force is still there, intact.
+    old = tmp_path / "old"
+    done = run([sys.executable, "-m", "vaecli", *TRAIN, "--epochs", "1", "--out", str(old)], mnist_root)
+    assert done.returncode == 0, done.stderr
+    before = {p.name: p.read_bytes() for p in old.iterdir() if p.is_file()}
+    env = {"CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    for out, force in ((tmp_path / "new", []), (old, ["--force"])):
+        args = [sys.executable, "-m", "vaecli", *TRAIN, "--compile", "--out", str(out), *force]
+        failed = run(args, mnist_root, env_extra=env)
+        assert failed.returncode == 1
+        assert failed.stderr.count("\n") == 1 and "--compile" in failed.stderr, failed.stderr
+        assert "C++ compiler" in failed.stderr and "train without --compile" in failed.stderr
+    assert not (tmp_path / "new").exists()
+    assert {p.name: p.read_bytes() for p in old.iterdir() if p.is_file()} == before
 
 
 @pytest.mark.slow

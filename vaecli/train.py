@@ -137,6 +137,43 @@ def compile_model(net: torch.nn.Module) -> torch.nn.Module:
     return torch.compile(net)  # type: ignore[return-value]
 
 
+def compile_now(
+    net: torch.nn.Module,
+    model: VAE,
+    images: torch.Tensor,
+    batch_sizes: list[int],
+    config: TrainConfig,
+    ranks: Ranks,
+    device: torch.device,
+    precision: Precision,
+) -> None:
+    """Run the compiled ``net`` forward and backward once per batch size an epoch has, on the
+    first training images, so that compiling happens now: before the run folder is written or an
+    old run replaced (a missing C++ compiler, or a layer the compiler cannot take, fails with one
+    line and leaves nothing behind), and outside the epochs' timing. The model's weights, buffers
+    and gradients and the random generators are left as they were."""
+    saved = {name: value.clone() for name, value in model.state_dict().items()}
+    rng = rng_states(device)
+    try:
+        for size in batch_sizes:
+            x = model.likelihood.prepare(images[:size])
+            eps = torch.randn(size, config.latent_dim, device=device)
+            part = ranks.shard(size)
+            with precision.autocast(device):
+                terms = net(x[part], eps[part])
+            terms.elbo.float().sum().backward()
+    except Exception as exc:
+        what = str(exc).split("Set TORCHDYNAMO_VERBOSE")[0].strip()  # (torch's hints for its developers)
+        raise VaeError(
+            f"--compile: torch.compile cannot compile this model here ({type(exc).__name__}: {what}); "
+            "train without --compile"
+        ) from exc
+    finally:
+        model.load_state_dict(saved)
+        model.zero_grad(set_to_none=True)
+        set_rng_states(rng, device)
+
+
 def _train(
     config: TrainConfig,
     observer: TrainObserver | None,
@@ -190,12 +227,18 @@ def _train(
         net = DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False
         )
-    if config.compile:
-        net = compile_model(net)
-    optimizer = make_optimizer(model, config.lr)
-    scaler = precision.scaler(device)
     n = len(train_data)
     steps_per_epoch = math.ceil(n / config.batch_size)
+    compile_started = time.perf_counter()
+    if config.compile:
+        net = compile_model(net)
+        # An epoch's batches, then its last, smaller one: compiled in the order training meets them.
+        last = n - (steps_per_epoch - 1) * config.batch_size
+        sizes = list(dict.fromkeys([min(config.batch_size, n), last]))
+        compile_now(net, model, train_images, sizes, config, ranks, device, precision)
+    compile_seconds = time.perf_counter() - compile_started
+    optimizer = make_optimizer(model, config.lr)
+    scaler = precision.scaler(device)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
         if config.lr_schedule == "cosine"
@@ -246,9 +289,9 @@ def _train(
         return distributed.all_sum(ranks, total).tolist()  # waits for the device
 
     params = [p for p in model.parameters() if p.requires_grad]
-    # The run's wall clock, evaluation and files included, carried on across a resume.
+    # The run's wall clock, compiling, evaluation and files included, carried on across a resume.
     elapsed_before = history[-1].get("elapsed", 0.0) if history else 0.0
-    run_started = time.perf_counter() - elapsed_before - position.seconds
+    run_started = time.perf_counter() - elapsed_before - position.seconds - compile_seconds
     with InterruptFlag() as interrupt:
         for epoch in range(position.epoch, config.epochs + 1):
             if observer:
