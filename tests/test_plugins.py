@@ -218,3 +218,108 @@ def test_real_plugin_package_end_to_end(shapes_plugin, tmp_path):
     pytest_command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(shapes_plugin)]
     own_tests = subprocess.run(pytest_command, capture_output=True, text=True, timeout=300)
     assert own_tests.returncode == 0, own_tests.stdout
+
+
+def test_objectives_and_callbacks_are_listed_with_their_package():
+    listing = json.loads(vae("plugins", "--json").stdout)
+    assert {e["name"] for e in listing["objectives"] if e["distribution"] == "vaecli"} == {"elbo", "iwae"}
+    assert {e["name"] for e in listing["callbacks"] if e["distribution"] == "vaecli"} == {"tensorboard"}
+    assert all(e["loaded"] for kind in ("objectives", "callbacks") for e in listing[kind])
+
+
+BAD_OBJECTIVES = """
+import torch
+from vaecli.plugin import Callback, Objective
+
+class Raises(Objective):
+    name = "raises"
+    def loss(self, terms, progress):
+        raise KeyError("forgot to handle this")
+
+class Scalar(Objective):
+    name = "scalar"
+    def loss(self, terms, progress):
+        return -(terms.reconstruction.mean(1) - terms.kl.sum(-1)).mean()
+
+def not_a_class(beta=1):
+    return None
+
+class Boom(Callback):
+    def on_epoch_end(self, metrics):
+        raise ValueError("invalid literal for int() with base 10: 'a'")
+"""
+
+
+def test_a_plugin_objective_or_callback_that_fails_is_named(tmp_path, mnist_root):
+    site = tmp_path / "site"
+    fake_distribution(
+        site,
+        "bad-objectives",
+        {
+            "vaecli.objectives": {
+                "raises": "bad_objectives:Raises",
+                "scalar": "bad_objectives:Scalar",
+                "notaclass": "bad_objectives:not_a_class",
+            },
+            "vaecli.callbacks": {"boom": "bad_objectives:Boom"},
+        },
+        {"bad_objectives": BAD_OBJECTIVES},
+    )
+    cases = {
+        "--objective raises": "objective 'raises' (bad-objectives 1.0) failed: KeyError: 'forgot to handle",
+        "--objective scalar": "objective 'scalar' (bad-objectives 1.0): loss must be one number per image, "
+        "shape (2,), got ()",
+        "--objective notaclass": "objective 'notaclass' (bad-objectives 1.0) is not a vaecli Objective class",
+        "--callback boom": "callback 'boom' (bad-objectives 1.0) failed in on_epoch_end: ValueError: invalid",
+    }
+    listed = json.loads(vae("plugins", "--json", site=site).stdout)["objectives"]
+    status = {e["name"]: (e["loaded"], e["error"]) for e in listed}
+    assert status["raises"] == (True, None) and status["notaclass"][0] is False
+    assert "is not a vaecli Objective class (got function)" in status["notaclass"][1]
+    for i, (option, message) in enumerate(cases.items()):
+        out = tmp_path / f"run{i}"
+        result = vae("train", *option.split(), *TINY, "--batch-size", "250", "--out", str(out),
+                     site=site, mnist_root=mnist_root)  # fmt: skip
+        assert result.returncode in (1, 2), option
+        assert message in one_line(result.stderr), (option, result.stderr)
+        # An objective is tried before the run folder is written; a callback fails after epoch 1.
+        assert out.exists() == ("callback" in option), option
+
+
+@pytest.mark.slow
+def test_a_plugin_objective_and_callback_from_a_real_package(shapes_plugin, tmp_path, mnist_root):
+    listing = json.loads(vae("plugins", "--json").stdout)
+    assert ("cyclical", "vaecli-shapes") in {(e["name"], e["distribution"]) for e in listing["objectives"]}
+    assert ("csv", "vaecli-shapes") in {(e["name"], e["distribution"]) for e in listing["callbacks"]}
+    run = tmp_path / "run"
+    options = ["--objective", "cyclical", "--objective-opt", "cycles=2", "--callback", "csv"]
+    trained = vae("train", *options, *TINY[2:], "--epochs", "4", "--batch-size", "100", "-q",
+                  "--out", str(run), mnist_root=mnist_root)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # Two cycles of two epochs: beta rises from 0 to 1 over each cycle's first epoch, then stays 1.
+    for row in metrics:
+        rising = row["epoch"] in (1, 3)
+        assert (
+            (row["train_loss"] < row["train_neg_elbo"])
+            if rising
+            else row["train_loss"] == row["train_neg_elbo"]
+        )
+    import csv
+
+    with open(run / "metrics.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [float(r["test_neg_elbo"]) for r in table] == [m["test_neg_elbo"] for m in metrics]
+    header = json.loads(
+        subprocess.run([sys.executable, "-c", f"import json; from vaecli.modelfile import read_header; "
+                        f"print(json.dumps(read_header({str(run / 'model.safetensors')!r})))"],
+                       capture_output=True, text=True, check=True).stdout
+    )  # fmt: skip
+    assert header["parts"]["objective"]["distribution"] == "vaecli-shapes"
+    assert header["plugins"]["vaecli-shapes"] == "0.1.0"
+    assert header["training"]["objective_options"] == {"cycles": 2, "ratio": 0.5, "beta": 1.0}
+    bad = vae("train", "--objective", "cyclical", "--objective-opt", "ratio=2", "--out", str(tmp_path / "b"))
+    assert bad.returncode == 2
+    assert "objective 'cyclical' (vaecli-shapes 0.1.0): option ratio must be in (0, 1]" in one_line(
+        bad.stderr
+    )

@@ -32,7 +32,7 @@ FORMAT_VERSION = 3  # 2: the run's config.yaml records architecture options with
 class Position:
     """Where training stands: ``step`` steps of ``epoch`` are done (0 = the epoch has not
     started); ``total`` is the epoch's running sum of -ELBO over ``seen`` images (and
-    ``reconstruction`` and ``kl`` those of its two terms),
+    ``reconstruction`` and ``kl`` those of its two terms, ``loss`` that of the objective's loss),
     ``skipped`` the non-finite steps skipped so far, ``seconds`` the time spent in the epoch."""
 
     epoch: int = 1
@@ -43,6 +43,7 @@ class Position:
     seen: int = 0
     skipped: int = 0
     seconds: float = 0.0
+    loss: float = 0.0
 
 
 @dataclass

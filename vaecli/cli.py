@@ -73,7 +73,16 @@ def _root(
 class ConsoleObserver:
     """Draws a progress bar (only on a terminal) and one row per epoch on stderr."""
 
-    COLUMNS = ("epoch", "train -ELBO", "test -ELBO", "recon", "KL", "bits/dim", "img/s")
+    COLUMNS = {
+        "train_loss": "loss",
+        "train_neg_elbo": "train -ELBO",
+        "test_neg_elbo": "test -ELBO",
+        "test_reconstruction": "recon",
+        "test_kl": "KL",
+    }
+    #: Numbers some objectives add to the row (a test key of another objective is shown by its name).
+    EXTRA = {"test_neg_iw_bound": "test -IW"}
+    KNOWN = {"epoch", "test_bits_per_dim", "images_per_s", "seconds", "elapsed", "skipped_steps"}
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -105,16 +114,17 @@ class ConsoleObserver:
             self.progress = None
         if self.quiet:
             return
+        extra = [
+            k for k in metrics if k.startswith("test_") and k not in self.COLUMNS and k not in self.KNOWN
+        ]
         if not self.header_done:
-            stderr.print("  ".join(f"{c:>11}" for c in self.COLUMNS), soft_wrap=True)
+            names = ["epoch", *self.COLUMNS.values(), *(self.EXTRA.get(k, k[5:]) for k in extra)]
+            stderr.print("  ".join(f"{c:>11}" for c in [*names, "bits/dim", "img/s"]), soft_wrap=True)
             self.header_done = True
         bpd = metrics.get("test_bits_per_dim")
         cells = [
             f"{metrics['epoch']:>11d}",
-            f"{metrics['train_neg_elbo']:>11.2f}",
-            f"{metrics['test_neg_elbo']:>11.2f}",
-            f"{metrics['test_reconstruction']:>11.2f}",
-            f"{metrics['test_kl']:>11.2f}",
+            *(f"{metrics[key]:>11.2f}" for key in [*self.COLUMNS, *extra]),
             f"{bpd:>11.4f}" if bpd is not None else f"{'-':>11}",
             f"{metrics['images_per_s']:>11.0f}",
         ]
@@ -187,9 +197,38 @@ def train(
         int | None,
         typer.Option(help="Train with N processes on this machine (starts torchrun; DDP, gloo on CPU)."),
     ] = None,
+    objective: Annotated[
+        str | None, typer.Option(help="Training objective: elbo (default) or iwae (or a plugin's).")
+    ] = None,
+    objective_opt: Annotated[
+        list[str] | None, typer.Option(help="An objective option KEY=VALUE (repeatable).")
+    ] = None,
+    beta: Annotated[
+        float | None, typer.Option(help="elbo: weight of the KL term (beta-VAE; 1 is the ELBO).")
+    ] = None,
+    kl_warmup: Annotated[
+        float | None,
+        typer.Option(help="elbo: raise the KL weight linearly from 0 to --beta over this many epochs."),
+    ] = None,
+    free_bits: Annotated[
+        float | None,
+        typer.Option(help="elbo: free bits, the least KL in nats per latent dimension (batch mean)."),
+    ] = None,
+    iw_samples: Annotated[
+        int | None, typer.Option(help="Train on the importance-weighted bound with K samples (iwae).")
+    ] = None,
+    callback: Annotated[
+        list[str] | None, typer.Option(help="Run a registered callback NAME during training (repeatable).")
+    ] = None,
+    callback_opt: Annotated[
+        list[str] | None, typer.Option(help="A callback option NAME.KEY=VALUE (repeatable).")
+    ] = None,
+    log: Annotated[
+        list[str] | None,
+        typer.Option(help="Log to a logger callback: tensorboard (RUN/tensorboard/; same as --callback)."),
+    ] = None,
 ) -> None:
     """Train a VAE; prints the run folder on stdout when done."""
-    from vaecli.config import config_from_mapping, load_config_file
     from vaecli.options import parse_key_values
     from vaecli.train import train as run_training
 
@@ -199,6 +238,10 @@ def train(
     likelihood_options = parse_key_values(likelihood_opt or [], "--likelihood-opt")
     shortcuts = {"sigma": sigma, "bins": bins}
     likelihood_options.update({k: v for k, v in shortcuts.items() if v is not None})
+    objective_name, objective_options = _objective_flags(
+        objective, parse_key_values(objective_opt or [], "--objective-opt"), beta, kl_warmup, free_bits,
+        iw_samples,
+    )  # fmt: skip
     flags = {
         "data": data,
         "data_dir": data_dir,
@@ -222,32 +265,119 @@ def train(
         "on_nan": on_nan,
         "precision": precision,
         "compile": compile,
+        "objective": objective_name,
+        "objective_options": objective_options,
+        "callbacks": _callback_flags([*(callback or []), *(log or [])], callback_opt or []),
     }
     if nproc is not None:
         _start_torchrun(nproc)
     if config is not None and resume is not None:
         raise UsageError("give --config or --resume, not both (a run resumes with its own config.yaml)")
     if resume is not None:
-        run_config = Path(resume) / "config.yaml"
-        if not run_config.is_file():
-            raise VaeError(f"{resume} is not a vaecli run folder (it has no config.yaml)")
-        # A resumed run keeps its own settings; only where it runs may change.
-        base = load_config_file(run_config)
-        where = {"device", "quiet", "checkpoint_every", "on_nan", "data_dir", "precision", "compile"}
-        given = _given_on_command_line(ctx, where)
-        settings = {**vars(base), **{k: flags[k] for k in given if k in flags}, "out": resume}
-        result = run_training(config_from_mapping(settings, "--resume"), ConsoleObserver(quiet), resume=True)
+        chosen = _resumed_config(ctx, resume, flags)
     elif config is not None:
-        base = load_config_file(config)
-        given = _given_on_command_line(ctx, set(flags))
-        merged = {**vars(base), **{k: flags[k] for k in given}}
-        for key in given & {"data_options", "arch_options", "likelihood_options"}:
-            merged[key] = {**vars(base)[key], **flags[key]}  # option flags add to the file's options
-        result = run_training(config_from_mapping(merged, config), ConsoleObserver(quiet))
+        chosen = _file_config(ctx, config, flags)
     else:
-        result = run_training(TrainConfig(**flags), ConsoleObserver(quiet))
+        chosen = TrainConfig(**flags)
+    result = run_training(chosen, ConsoleObserver(quiet), resume=resume is not None)
     if result.is_main:
         print(result.run_dir)
+
+
+OPTION_KEYS = {"data_options", "arch_options", "likelihood_options", "objective_options", "callbacks"}
+
+
+def _resumed_config(ctx: typer.Context, resume: str, flags: dict[str, Any]) -> TrainConfig:
+    """The run's own config.yaml, with what may change on a resume taken from the flags typed."""
+    from vaecli.config import config_from_mapping, load_config_file
+
+    run_config = Path(resume) / "config.yaml"
+    if not run_config.is_file():
+        raise VaeError(f"{resume} is not a vaecli run folder (it has no config.yaml)")
+    base = load_config_file(run_config)
+    _refuse_on_resume(ctx, resume)
+    given = _given_on_command_line(ctx, RESUME_MAY_CHANGE)
+    settings = {**vars(base), **{k: flags[k] for k in given if k in flags}, "out": resume}
+    if "callbacks" in given:
+        settings["callbacks"] = {**base.callbacks, **flags["callbacks"]}
+    return config_from_mapping(settings, "--resume")
+
+
+def _file_config(ctx: typer.Context, path: str, flags: dict[str, Any]) -> TrainConfig:
+    """A config file's settings, overridden by the flags typed (option flags add to its options)."""
+    from vaecli.config import config_from_mapping, load_config_file
+
+    base = vars(load_config_file(path))
+    given = _given_on_command_line(ctx, set(flags))
+    merged = {**base, **{k: flags[k] for k in given}}
+    for key in given & OPTION_KEYS:
+        merged[key] = {**base[key], **flags[key]}
+    if "objective" in given and flags["objective"] != base["objective"]:
+        merged["objective_options"] = flags["objective_options"]  # another objective's options
+    return config_from_mapping(merged, path)
+
+
+ELBO_SHORTCUTS = {"beta": "beta", "kl_warmup": "warmup", "free_bits": "free_bits"}
+#: What ``vae train --resume`` may be told: where the run runs and what watches it.
+RESUME_MAY_CHANGE = {"device", "quiet", "checkpoint_every", "on_nan", "data_dir", "precision", "compile",
+                     "callbacks"}  # fmt: skip
+RESUME_FLAGS = {"resume", "device", "quiet", "checkpoint_every", "on_nan", "data_dir", "precision", "compile",
+                "callback", "callback_opt", "log", "nproc"}  # fmt: skip
+
+
+def _objective_flags(
+    name: str | None,
+    options: dict[str, Any],
+    beta: float | None,
+    kl_warmup: float | None,
+    free_bits: float | None,
+    iw_samples: int | None,
+) -> tuple[str, dict[str, Any]]:
+    """The objective and its options from --objective, --objective-opt and the shortcuts."""
+    elbo = {"beta": beta, "kl_warmup": kl_warmup, "free_bits": free_bits}
+    typed = [flag for flag, value in elbo.items() if value is not None]
+    if iw_samples is not None:
+        if name not in (None, "iwae"):
+            raise UsageError(f"--iw-samples trains the iwae objective, not --objective {name}")
+        name, options = "iwae", {**options, "k": iw_samples}
+    chosen = name or TrainConfig.objective
+    if typed and chosen.rpartition(":")[2] != "elbo":
+        flags = ", ".join("--" + flag.replace("_", "-") for flag in typed)
+        raise UsageError(f"{flags}: an option of the elbo objective, not of {chosen}")
+    options.update({ELBO_SHORTCUTS[flag]: elbo[flag] for flag in typed})
+    return chosen, options
+
+
+def _callback_flags(names: list[str], options: list[str]) -> dict[str, dict[str, Any]]:
+    """{NAME: {KEY: VALUE}} from --callback/--log NAME and --callback-opt NAME.KEY=VALUE."""
+    from vaecli.options import parse_key_values
+
+    chosen: dict[str, dict[str, Any]] = {name: {} for name in names}
+    for item in options:
+        ((target, value),) = parse_key_values([item], "--callback-opt").items()
+        name, dot, key = target.rpartition(".")
+        if not dot or not name or not key:
+            raise UsageError(f"--callback-opt '{item}' is not of the form NAME.KEY=VALUE")
+        if name not in chosen:
+            raise UsageError(f"--callback-opt '{item}': no --callback {name} (or --log {name}) was given")
+        chosen[name][key] = value
+    return chosen
+
+
+def _refuse_on_resume(ctx: typer.Context, run: str) -> None:
+    """One line naming the first flag typed on --resume that a resumed run cannot change."""
+    for param in ctx.command.params:
+        if param.name in given_options(ctx) - RESUME_FLAGS:
+            flag = max(param.opts, key=len)
+            why = (
+                "the learning-rate schedule and the run's length were set when it began"
+                if param.name == "epochs"
+                else "a run resumes with the settings in its config.yaml"
+            )
+            raise UsageError(
+                f"{flag} cannot change when resuming {run} ({why}); to train differently, start a new "
+                f"run from its settings: vae train --config {Path(run) / 'config.yaml'} {flag} ... --out NEW"
+            )
 
 
 def _start_torchrun(nproc: int) -> None:
@@ -289,8 +419,18 @@ def _given_on_command_line(ctx: typer.Context, allowed: set[str]) -> set[str]:
         "likelihood_opt": "likelihood_options",
         "sigma": "likelihood_options",
         "bins": "likelihood_options",
+        "objective_opt": "objective_options",
+        "beta": "objective_options",
+        "kl_warmup": "objective_options",
+        "free_bits": "objective_options",
+        "iw_samples": "objective_options",
+        "callback": "callbacks",
+        "callback_opt": "callbacks",
+        "log": "callbacks",
     }
     keys = {feeds.get(name, name) for name in typed}
+    if "iw_samples" in typed:
+        keys.add("objective")
     return keys & allowed
 
 
@@ -333,16 +473,16 @@ def sample(
 def plugins(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout instead.")] = False,
 ) -> None:
-    """List every dataset, architecture and likelihood, with its package and version."""
+    """List every dataset, architecture, likelihood, objective and callback, with its package."""
     import json
 
     from rich.table import Table
 
-    from vaecli.registry import survey
+    from vaecli.registry import BY_KIND, survey
 
     statuses = survey()
     if json_output:
-        groups: dict[str, list[dict[str, Any]]] = {"datasets": [], "architectures": [], "likelihoods": []}
+        groups: dict[str, list[dict[str, Any]]] = {f"{kind}s": [] for kind in BY_KIND}
         for status in statuses:
             groups[f"{status.entry.kind}s"].append(status.to_dict())
         print(json.dumps(groups, indent=2))

@@ -55,6 +55,10 @@ class TrainConfig:
     on_nan: str = "stop"
     precision: str = "auto"
     compile: bool = False
+    objective: str = "elbo"
+    objective_options: dict[str, Any] = field(default_factory=dict)
+    #: Callbacks by registered name (``--callback NAME``, ``--log tensorboard``), with their options.
+    callbacks: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data, self.data_options = resolve_data(self.data, dict(self.data_options))
@@ -83,15 +87,22 @@ class TrainConfig:
             raise UsageError(f"{name('precision')}: unknown '{self.precision}' (use {', '.join(PRECISIONS)})")
         if self.on_nan not in ON_NAN:
             raise UsageError(f"{name('on_nan')}: unknown '{self.on_nan}' (use {', '.join(ON_NAN)})")
-        for kind, name in (
+        for kind, part in (
             ("dataset", self.data),
             ("likelihood", self.likelihood),
             ("architecture", self.arch),
+            ("objective", self.objective),
+            *(("callback", callback) for callback in self.callbacks),
         ):
-            registry.BY_KIND[kind].entry(name)
+            registry.BY_KIND[kind].entry(part)
+        for callback, options in self.callbacks.items():
+            if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+                raise UsageError(f"{name('callbacks')}: the options of '{callback}' must be a mapping")
         from vaecli.model import build_likelihood  # torch is imported only when work starts
+        from vaecli.objectives import build_objective
 
-        build_likelihood(self.likelihood, self.likelihood_options)  # checks its options now
+        build_likelihood(self.likelihood, self.likelihood_options)  # checks their options now
+        build_objective(self.objective, self.objective_options)
 
 
 EVAL_SPLITS = ("test", "train")

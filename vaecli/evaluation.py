@@ -40,7 +40,6 @@ ACTIVE_THRESHOLD = 0.01  # a latent dimension is active when Cov_x(E_q[z_d]) exc
 CHUNK_BYTES = 256 << 20  # the working memory of one chunk of decoded samples
 MAX_CHUNK_SAMPLES = 8192  # more decoded samples at once gains no speed
 EVAL_FILE = "eval.json"
-LOG_2PI = math.log(2.0 * math.pi)
 
 Progress = Callable[[int, int], None]  # (images done, images in all)
 
@@ -190,22 +189,6 @@ def _device_of(model: VAE) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
-def _log_weights(
-    model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """For images x (b, ...) and noise eps (b, s, d): log p(x|z) and the log importance weights
-    log p(x|z) + log p(z) - log q(z|x) of z = mu + sigma * eps, each (b, s)."""
-    b, s, d = eps.shape
-    z = mu.unsqueeze(1) + eps * torch.exp(0.5 * logvar).unsqueeze(1)
-    params = model.decode(z.reshape(b * s, d))
-    repeated = x.unsqueeze(1).expand(b, s, *x.shape[1:]).reshape(b * s, *x.shape[1:])
-    log_px_z = model.likelihood.log_prob(repeated, params).view(b, s)
-    log_pz = -0.5 * (z.square().sum(-1) + d * LOG_2PI)
-    # (z - mu) / sigma is eps itself, so log q needs no division.
-    log_qz = -0.5 * (eps.square().sum(-1) + logvar.sum(-1, keepdim=True) + d * LOG_2PI)
-    return log_px_z, log_px_z + log_pz - log_qz
-
-
 def _stderr(values: torch.Tensor) -> float | None:
     """The standard error of the mean of ``values`` (None for fewer than two)."""
     if values.numel() < 2:
@@ -256,7 +239,7 @@ def evaluate(
             for first in range(0, k, samples_per_chunk):
                 s = min(samples_per_chunk, k - first)
                 eps = torch.randn((b, s, d), generator=generator, device=device, dtype=mu.dtype)
-                log_px_z, log_w = _log_weights(model, x, mu, logvar, eps)
+                log_px_z, log_w = model.importance_terms(x, mu, logvar, eps)
                 log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w.double(), dim=1))
                 recon_sum += log_px_z.double().sum(1)
             rows = slice(start, start + b)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -14,6 +15,8 @@ from vaecli.errors import VaeError
 from vaecli.likelihoods import Likelihood
 from vaecli.options import call_with_options, with_defaults
 
+LOG_2PI = math.log(2.0 * math.pi)
+
 
 class Elbo(NamedTuple):
     """Per-image terms in nats: elbo = reconstruction - kl, each of shape (batch,)."""
@@ -21,6 +24,24 @@ class Elbo(NamedTuple):
     elbo: torch.Tensor
     reconstruction: torch.Tensor
     kl: torch.Tensor
+
+
+class Terms(NamedTuple):
+    """What training objectives are made of, for a batch of B images and S draws z_s ~ q(z|x)
+    per image, in nats (see :mod:`vaecli.objectives`)."""
+
+    #: log p(x|z_s), (B, S)
+    reconstruction: torch.Tensor
+    #: KL(q(z_d|x) || p(z_d)) per latent dimension d, closed form, (B, latent_dim)
+    kl: torch.Tensor
+    #: log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x), (B, S); None unless asked for
+    log_weight: torch.Tensor | None = None
+
+    def elbo(self) -> Elbo:
+        """The ELBO's terms per image: the S draws' mean reconstruction, the closed-form KL."""
+        reconstruction = self.reconstruction.mean(1)
+        kl = self.kl.sum(-1)
+        return Elbo(reconstruction - kl, reconstruction, kl)
 
 
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -97,9 +118,53 @@ class VAE(nn.Module):
         kl = kl_to_standard_normal(mu, logvar).sum(-1)
         return Elbo(reconstruction - kl, reconstruction, kl)
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> Elbo:
-        """The ELBO's terms (what training calls, through DDP and torch.compile wrappers)."""
-        return self.elbo(x, eps=eps)
+    def importance_terms(
+        self,
+        x: torch.Tensor,
+        mu: torch.Tensor,
+        logvar: torch.Tensor,
+        eps: torch.Tensor,
+        weights: bool = True,
+        dreg: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """For images x (b, ...) with q(z|x) = N(mu, exp(logvar)) and noise eps (b, s, d): log p(x|z)
+        and (with ``weights``) the log importance weights log p(x|z) + log p(z) - log q(z|x) of
+        z = mu + sigma * eps, each (b, s).
+
+        ``dreg`` prepares the DReG estimator (Tucker et al. 2018): log q is taken with mu and sigma
+        held fixed (gradients reach them only through z), and the gradient reaching the encoder
+        through each z_s is scaled by its normalised weight w_s. A loss -sum_s w_s log w_s (w held
+        fixed) then has the DReG gradient, sum_s w_s^2 d log w_s / dz_s dz_s / dphi, for the encoder
+        and the IWAE gradient for the decoder."""
+        b, s, d = eps.shape
+        sigma = torch.exp(0.5 * logvar)
+        z = mu.unsqueeze(1) + eps * sigma.unsqueeze(1)
+        params = self.decode(z.reshape(b * s, d))
+        repeated = x.unsqueeze(1).expand(b, s, *x.shape[1:]).reshape(b * s, *x.shape[1:])
+        log_px_z = self.likelihood.log_prob(repeated, params).view(b, s)
+        if not weights:
+            return log_px_z, None
+        log_pz = -0.5 * (z.square().sum(-1) + d * LOG_2PI)
+        if dreg:
+            standard = (z - mu.detach().unsqueeze(1)) / sigma.detach().unsqueeze(1)
+            log_qz = -0.5 * (standard.square().sum(-1) + logvar.detach().sum(-1, keepdim=True) + d * LOG_2PI)
+        else:  # (z - mu) / sigma is eps itself, so log q needs no division.
+            log_qz = -0.5 * (eps.square().sum(-1) + logvar.sum(-1, keepdim=True) + d * LOG_2PI)
+        log_weight = log_px_z + log_pz - log_qz
+        if dreg and z.requires_grad:
+            wide = torch.promote_types(log_weight.dtype, torch.float32)
+            normalised = torch.softmax(log_weight.detach().to(wide), dim=1).to(z.dtype).unsqueeze(-1)
+            z.register_hook(lambda grad: grad * normalised)
+        return log_px_z, log_weight
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor, weights: bool = False, dreg: bool = False) -> Terms:
+        """The terms objectives need, for noise eps (B, S, latent_dim) or (B, latent_dim): what
+        training calls, through DDP and torch.compile wrappers. ``weights`` adds the log importance
+        weights, ``dreg`` prepares them for the DReG estimator (:meth:`importance_terms`)."""
+        mu, logvar = self.encode(x)
+        eps = eps.unsqueeze(1) if eps.dim() == 2 else eps
+        reconstruction, log_weight = self.importance_terms(x, mu, logvar, eps, weights or dreg, dreg)
+        return Terms(reconstruction, kl_to_standard_normal(mu, logvar), log_weight)
 
 
 @dataclass

@@ -52,6 +52,18 @@ def as_int(value: str | int, name: str) -> int:
         raise UsageError(f"option {name} wants an integer, got '{value}'") from None
 
 
+def as_bool(value: str | bool, name: str) -> bool:
+    """Read a yes/no option: true/false, yes/no, on/off or 1/0 (any case)."""
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False,
+             "0": False}  # fmt: skip
+    word = str(value).strip().lower()
+    if word not in words:
+        raise UsageError(f"option {name} wants true or false, got '{value}'")
+    return words[word]
+
+
 def call_with_options(
     factory: Callable[..., Any],
     what: str,

@@ -77,7 +77,8 @@ def _data_dir(header: dict[str, Any], choice: DataChoice) -> str | None:
 def load_test_split(model: VAE, header: dict[str, Any], choice: DataChoice) -> Inputs:
     """The test split of the chosen dataset, prepared once with training's fixed seed (so a
     binarised test set is the very one training reported on)."""
-    from vaecli.train import TEST_PREPARE_SEED, load_split, prepare_fixed
+    from vaecli.evaluation import TEST_PREPARE_SEED, prepare_fixed
+    from vaecli.training.run import load_split
 
     config = _dataset_config(header, choice)
     data = load_split(config, "test")
@@ -113,8 +114,8 @@ def read_files(
 ) -> Inputs:
     """Image files (folders searched recursively) fitted to the model's shape as its dataset was,
     then prepared as its data (e.g. binarised) with ``seed``."""
+    from vaecli.evaluation import prepare_fixed
     from vaecli.imagefiles import UnreadableImage, find_images, read_image
-    from vaecli.train import prepare_fixed
 
     files = list(find_images(paths))
     missing = [str(f) for f in files if not Path(f).is_file()]

@@ -256,8 +256,17 @@ CURVE_PANELS = (
 PANEL_SIZE = (360, 280)
 
 
-def curves_png(rows: Sequence[dict[str, Any]]) -> bytes:
-    """Training curves: one panel per term (-ELBO, reconstruction, KL), train and test per epoch."""
+#: Curves some objectives add to the -ELBO panel: (legend, metrics key, colour).
+OBJECTIVE_CURVES = (
+    ("train loss", "train_loss", PALETTE[2]),
+    ("test -IW bound", "test_neg_iw_bound", PALETTE[3]),
+)
+
+
+def curves_png(rows: Sequence[dict[str, Any]], objective: str | None = None) -> bytes:
+    """Training curves: one panel per term (-ELBO, reconstruction, KL), train and test per epoch;
+    the -ELBO panel adds the objective's loss where it is not the -ELBO (labelled ``objective``),
+    and the test k-sample bound of an iwae run."""
     if not rows:
         raise VaeError("no epochs to plot (metrics.jsonl is empty)")
     width, height = PANEL_SIZE
@@ -270,6 +279,8 @@ def curves_png(rows: Sequence[dict[str, Any]]) -> bytes:
             values = [_number(r.get(f"{split}_{key}")) for r in rows]
             if any(math.isfinite(v) for v in values):
                 series.append(Series(split, epochs, values, colour))
+        if key == "neg_elbo":
+            series += _objective_series(rows, epochs, objective)
         ys = [y for s in series for y in s.ys]
         panel = Panel(draw, (i * width, 0, (i + 1) * width, height), epochs, ys, title, "epoch", "nats",
                       integer_x=True)  # fmt: skip
@@ -277,6 +288,22 @@ def curves_png(rows: Sequence[dict[str, Any]]) -> bytes:
             panel.line(s)
         panel.legend([(s.name, s.colour) for s in series], avoid=series)
     return _png(image)
+
+
+def _objective_series(
+    rows: Sequence[dict[str, Any]], epochs: list[float], objective: str | None
+) -> list[Series]:
+    """The loss where it differs from the -ELBO, and the test k-sample bound where there is one."""
+    series = []
+    for name, key, colour in OBJECTIVE_CURVES:
+        values = [_number(r.get(key)) for r in rows]
+        if key == "train_loss":
+            if all(v == _number(r.get("train_neg_elbo")) for v, r in zip(values, rows, strict=True)):
+                continue  # the loss is the -ELBO: nothing to add
+            name = f"train loss: {objective}" if objective else name
+        if any(math.isfinite(v) for v in values):
+            series.append(Series(name, epochs, values, colour))
+    return series
 
 
 def _number(value: Any) -> float:

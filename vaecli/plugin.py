@@ -1,18 +1,21 @@
 """The public contract for plugin packages: import from here, nothing else in vaecli.
 
-A plugin distribution declares entry points in its ``pyproject.toml`` under three groups:
+A plugin distribution declares entry points in its ``pyproject.toml`` under five groups:
 
     [project.entry-points."vaecli.datasets"]       name = "pkg.module:dataset_factory"
     [project.entry-points."vaecli.architectures"]  name = "pkg.module:architecture_factory"
     [project.entry-points."vaecli.likelihoods"]    name = "pkg.module:LikelihoodClass"
+    [project.entry-points."vaecli.objectives"]     name = "pkg.module:ObjectiveClass"
+    [project.entry-points."vaecli.callbacks"]      name = "pkg.module:CallbackClass"
 
 vaecli's own built-ins are declared the same way. ``docs/plugins.md`` walks through a
 complete example package (``plugins/vaecli-shapes``).
 
 Options given on the command line (``--data-opt KEY=VALUE``, ``--arch-opt KEY=VALUE``,
-``--likelihood-opt KEY=VALUE``) reach the factories as keyword arguments, as strings, and are
-stored in the model file; convert them with :func:`as_int`, :func:`as_float`, :func:`int_list`
-and raise :class:`UsageError` for a bad value.
+``--likelihood-opt KEY=VALUE``, ``--objective-opt KEY=VALUE``, ``--callback-opt NAME.KEY=VALUE``)
+reach the factories as keyword arguments, as strings, and are stored in the model file or
+config.yaml; convert them with :func:`as_int`, :func:`as_float`, :func:`as_bool`,
+:func:`int_list` and raise :class:`UsageError` for a bad value.
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ from torch import nn
 from vaecli.datasets import SPLITS, ImageData
 from vaecli.errors import UsageError, VaeError
 from vaecli.likelihoods import LOG_256, Likelihood, dequantise
-from vaecli.options import as_float, as_int, int_list
+from vaecli.model import Terms
+from vaecli.objectives import Objective, Progress
+from vaecli.options import as_bool, as_float, as_int, int_list
+from vaecli.training.callbacks import Callback
+from vaecli.training.run import TrainingRun
 
 #: An image shape (channels, height, width).
 Shape = tuple[int, int, int]
@@ -65,12 +72,18 @@ __all__ = [
     "DATASET_SPLITS",
     "LOG_256",
     "ArchitectureFactory",
+    "Callback",
     "DatasetFactory",
     "ImageData",
     "Likelihood",
+    "Objective",
+    "Progress",
     "Shape",
+    "Terms",
+    "TrainingRun",
     "UsageError",
     "VaeError",
+    "as_bool",
     "as_float",
     "as_int",
     "dequantise",

@@ -1,4 +1,4 @@
-"""Named factories from entry points: datasets, architectures and likelihoods.
+"""Named factories from entry points: datasets, architectures, likelihoods, objectives, callbacks.
 
 vaecli's own built-ins are declared under the same entry-point groups in its pyproject.toml
 as any third-party plugin, so there is one door for everyone. An entry point is imported
@@ -7,6 +7,7 @@ only when its name is asked for.
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -18,6 +19,8 @@ GROUPS = {
     "dataset": "vaecli.datasets",
     "architecture": "vaecli.architectures",
     "likelihood": "vaecli.likelihoods",
+    "objective": "vaecli.objectives",
+    "callback": "vaecli.callbacks",
 }
 
 
@@ -37,11 +40,13 @@ class Entry:
 
 
 class Registry:
-    """The entries of one kind (``dataset``, ``architecture`` or ``likelihood``)."""
+    """The entries of one kind (``dataset``, ``architecture``, ``likelihood``, ...). ``base``
+    ("module:Class"), where given, is the class every entry of the kind must subclass."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, base: str | None = None) -> None:
         self.kind = kind
         self.group = GROUPS[kind]
+        self.base = base
         self._loaded: dict[Entry, Any] = {}
 
     def entries(self) -> list[Entry]:
@@ -101,12 +106,25 @@ class Registry:
                 ) from exc
         return self._loaded[entry]
 
+    def check(self, name: str) -> None:
+        """Load ``name`` and check that it is a subclass of the kind's base class."""
+        loaded = self.load(name)
+        if self.base is None:
+            return
+        module, _, attribute = self.base.partition(":")
+        base = getattr(importlib.import_module(module), attribute)
+        if not (isinstance(loaded, type) and issubclass(loaded, base)):
+            got = loaded.__name__ if isinstance(loaded, type) else type(loaded).__name__
+            raise VaeError(f"{self.describe(name)} is not a vaecli {base.__name__} class (got {got})")
+
 
 datasets = Registry("dataset")
 architectures = Registry("architecture")
-likelihoods = Registry("likelihood")
+likelihoods = Registry("likelihood", "vaecli.likelihoods:Likelihood")
+objectives = Registry("objective", "vaecli.objectives.base:Objective")
+callbacks = Registry("callback", "vaecli.training.callbacks:Callback")
 
-BY_KIND = {r.kind: r for r in (datasets, architectures, likelihoods)}
+BY_KIND = {r.kind: r for r in (datasets, architectures, likelihoods, objectives, callbacks)}
 
 
 @dataclass(frozen=True)
@@ -132,15 +150,15 @@ class EntryStatus:
 
 
 def survey() -> list[EntryStatus]:
-    """Every registered dataset, architecture and likelihood, each imported to check that it
-    loads; a failure is recorded (and warned about), never raised."""
+    """Every registered part (dataset, architecture, likelihood, objective, callback), each
+    imported to check that it loads; a failure is recorded (and warned about), never raised."""
     statuses = []
     for registry in BY_KIND.values():
         entries = registry.entries()
         for entry in entries:
             clashes = tuple(e.distribution for e in entries if e.name == entry.name and e != entry)
             try:
-                registry.load(entry.qualified_name)
+                registry.check(entry.qualified_name)
                 error = None
             except VaeError as exc:
                 error = str(exc)

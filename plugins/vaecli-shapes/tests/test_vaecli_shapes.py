@@ -59,3 +59,27 @@ def test_resconv_shapes():
     encoder, decoder = resconv((1, 28, 28), 4, 2, channels=8)
     assert encoder(torch.zeros(3, 1, 28, 28)).shape == (3, 8)
     assert decoder(torch.zeros(3, 4)).shape == (3, 2, 1, 28, 28)
+
+
+def test_cyclical_beta_rises_over_each_cycles_first_part_then_stays():
+    from vaecli_shapes.cyclical import CyclicalKL
+
+    from vaecli.plugin import Progress, Terms
+
+    objective = CyclicalKL(cycles=2, ratio=0.5, beta=2.0)  # 8 epochs: cycles of 4, rising over 2
+    expected = {0.0: 0.0, 1.0: 1.0, 2.0: 2.0, 3.5: 2.0, 4.0: 0.0, 5.0: 1.0, 7.9: 2.0}
+    for done, beta in expected.items():
+        assert abs(objective.beta_at(Progress(done, 8)) - beta) < 1e-12, done
+    terms = Terms(torch.tensor([[-10.0], [-20.0]]), torch.tensor([[1.0, 2.0], [0.5, 0.5]]))
+    loss = objective.loss(terms, Progress(1.0, 8))  # beta 1: -(recon - KL)
+    assert torch.allclose(loss, torch.tensor([13.0, 21.0]))
+
+
+def test_csv_callback_refuses_a_path():
+    import pytest
+    from vaecli_shapes.csvlog import CsvLog
+
+    from vaecli.plugin import UsageError
+
+    with pytest.raises(UsageError):
+        CsvLog(file="../elsewhere.csv")

@@ -1,0 +1,103 @@
+"""The run folder's files, each written by a callback: metrics.jsonl and curves.png, the
+per-epoch pictures, the model file, and the checkpoints."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+
+from vaecli.fileio import write_bytes_atomic
+from vaecli.images import grid_png
+from vaecli.modelfile import MODEL_FILE, save_model
+from vaecli.pictures import Inputs, reconstruction_grid, reconstructions
+from vaecli.plots import CURVES_FILE, curves_png
+from vaecli.training.callbacks import Callback
+from vaecli.training.run import METRICS_FILE, TrainingRun
+
+SAMPLE_SEED = 0  # the per-epoch sample grids decode the same z every epoch
+SAMPLES = 64
+RECON_IMAGES = 16  # the per-epoch reconstruction grids show the first test images
+SAMPLES_DIR = "samples"
+RECONSTRUCTIONS_DIR = "reconstructions"
+
+
+class RunCallback(Callback):
+    """A callback that keeps the run it was started on."""
+
+    def on_train_start(self, run: TrainingRun) -> None:
+        self.run = run
+
+
+class MetricsFile(RunCallback):
+    """One JSON row per epoch in metrics.jsonl, and curves.png drawn from all of them."""
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        with open(self.run.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(metrics) + "\n")
+        config = self.run.config
+        given = ", ".join(f"{k}={v}" for k, v in config.objective_options.items())
+        label = f"{config.objective} ({given})" if given else config.objective
+        write_bytes_atomic(self.run.run_dir / CURVES_FILE, curves_png(self.run.history, label))
+
+
+class EpochPictures(RunCallback):
+    """samples/epoch-NNN.png (the same z every epoch) and reconstructions/epoch-NNN.png (the first
+    test images beside their reconstructions)."""
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        pictures = epoch_pictures(self.run, metrics["epoch"])
+        name = f"epoch-{metrics['epoch']:03d}.png"
+        write_bytes_atomic(self.run.run_dir / SAMPLES_DIR / name, grid_png(pictures["samples"]))
+        recon = reconstruction_grid(pictures["originals"], pictures["reconstructions"])
+        write_bytes_atomic(self.run.run_dir / RECONSTRUCTIONS_DIR / name, recon)
+
+
+def epoch_pictures(run: TrainingRun, epoch: int) -> dict[str, torch.Tensor]:
+    """The model's pictures at the end of ``epoch``: ``samples`` (decoded from fixed z),
+    ``originals`` (the first test images) and their ``reconstructions``, each (N, C, H, W) in
+    [0, 1] on the CPU; drawn once per epoch, however many callbacks ask."""
+    if run.pictures is None or run.pictures[0] != epoch:
+        run.pictures = (epoch, _draw_pictures(run))
+    return run.pictures[1]
+
+
+def _draw_pictures(run: TrainingRun) -> dict[str, torch.Tensor]:
+    model = run.model
+    generator = torch.Generator().manual_seed(SAMPLE_SEED)
+    z = torch.randn(SAMPLES, model.latent_dim, generator=generator).to(run.device)
+    with torch.no_grad():
+        samples = model.likelihood.mean(model.decode(z))
+    inputs = Inputs(images=run.test_images[:RECON_IMAGES], x=run.test_x[:RECON_IMAGES])
+    return {
+        "samples": samples.float().cpu(),
+        "originals": inputs.images.float().cpu() / 255.0,
+        "reconstructions": reconstructions(model, inputs).float().cpu(),
+    }
+
+
+class ModelFile(RunCallback):
+    """model.safetensors after every epoch, with that epoch's metrics in its header."""
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        save_model(self.run.run_dir / MODEL_FILE, self.run.model, {**self.run.info, "metrics": metrics})
+
+
+class Checkpoints(RunCallback):
+    """checkpoint.safetensors at every epoch's end and, with --checkpoint-every N, every N steps."""
+
+    all_ranks = True  # a mid-epoch checkpoint sums the epoch's totals over all ranks
+
+    def on_step(self, step: int) -> None:
+        every = self.run.config.checkpoint_every
+        if every and step % every == 0 and step < self.run.steps_per_epoch:
+            self.run.save_checkpoint(mid_epoch=True)
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        self.run.save_checkpoint(mid_epoch=False)
+
+
+def run_folder_callbacks() -> list[Callback]:
+    """vaecli's own callbacks, in the order they run: the files, then checkpoints."""
+    return [MetricsFile(), EpochPictures(), ModelFile(), Checkpoints()]

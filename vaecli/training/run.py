@@ -1,0 +1,299 @@
+"""``TrainingRun``: everything one training run is made of, set up from a TrainConfig.
+
+Setting up reads the data, builds the model (and its DDP and compiled wrappers), the optimiser
+and schedule, and either restores a checkpoint (``--resume``) or creates the run folder; nothing
+is written before every part has been built and checked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+import vaecli
+from vaecli import distributed, registry
+from vaecli.checkpoint import (
+    CHECKPOINT_FILE,
+    Position,
+    TrainingState,
+    checkpoint_format_version,
+    load_checkpoint,
+    rng_states,
+    save_checkpoint,
+)
+from vaecli.config import TrainConfig
+from vaecli.datasets import ImageData, load_dataset
+from vaecli.distributed import Ranks
+from vaecli.errors import UsageError, VaeError
+from vaecli.evaluation import TEST_PREPARE_SEED, prepare_fixed
+from vaecli.fileio import write_text_atomic
+from vaecli.model import VAE, ModelSpec, build_model
+from vaecli.modelfile import upgrade_architecture_options
+from vaecli.objectives import Objective, Progress, build_objective
+from vaecli.precision import Precision
+from vaecli.runs import check_run_dir, default_run_dir, make_run_dir
+from vaecli.training.compiling import compile_model, compile_now
+from vaecli.training.step import check_objective
+
+METRICS_FILE = "metrics.jsonl"
+TOTALS = ("loss", "total", "reconstruction", "kl")  # the epoch's running sums, in Position's names
+
+
+@dataclass
+class TrainingRun:
+    """One run: its settings, parts, data, and where it stands."""
+
+    config: TrainConfig
+    ranks: Ranks
+    device: torch.device
+    precision: Precision
+    run_dir: Path
+    model: VAE
+    net: torch.nn.Module  # the model as training calls it: wrapped by DDP and torch.compile
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    scheduler: Any
+    train_images: torch.Tensor  # uint8, on the device
+    test_images: torch.Tensor  # uint8, on the device
+    test_x: torch.Tensor  # the test images prepared once with a fixed seed
+    info: dict[str, Any]  # what the model file records besides the weights
+    position: Position = field(default_factory=Position)
+    order: torch.Tensor | None = None  # this epoch's shuffling of the training images
+    history: list[dict[str, Any]] = field(default_factory=list)
+    started: float = 0.0  # perf_counter() at the run's start, its earlier sessions included
+    #: Running sums over the epoch's images so far, on the device (no per-step sync): the loss,
+    #: -ELBO, reconstruction and KL (a resumed rank 0 carries the checkpoint's on alone).
+    totals: torch.Tensor | None = None
+    #: The last step's loss per image, on the device (read it only now and then: it syncs).
+    last_loss: torch.Tensor | None = None
+    epoch_started: float = 0.0
+    epoch_seconds_before: float = 0.0
+    pictures: tuple[int, dict[str, torch.Tensor]] | None = None  # (epoch, its pictures), drawn once
+
+    @property
+    def images(self) -> int:
+        return self.train_images.shape[0]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.images / self.config.batch_size)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_FILE
+
+    def progress(self, epoch: int, step: int) -> Progress:
+        """Where training stands before step ``step`` (1-based) of ``epoch``."""
+        return Progress((epoch - 1) + (step - 1) / self.steps_per_epoch, self.config.epochs)
+
+    def start_totals(self) -> None:
+        carried = [getattr(self.position, name) for name in TOTALS] if self.ranks.is_main else [0.0] * 4
+        self.totals = torch.tensor(carried, dtype=torch.float64, device=self.device)
+
+    def epoch_totals(self) -> list[float]:
+        """The epoch's running sums so far, over all ranks (waits for the device)."""
+        assert self.totals is not None
+        return distributed.all_sum(self.ranks, self.totals).tolist()
+
+    def save_checkpoint(self, mid_epoch: bool) -> None:
+        """Write the checkpoint (rank 0; every rank's state is the same). Mid-epoch, the epoch's
+        sums and seconds so far are stored with it, which every rank takes part in."""
+        if mid_epoch:
+            for name, value in zip(TOTALS, self.epoch_totals(), strict=True):
+                setattr(self.position, name, value)
+            self.position.seconds = self.epoch_seconds_before + time.perf_counter() - self.epoch_started
+        if self.ranks.is_main:
+            extra = {"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}
+            order = self.order if mid_epoch else None
+            state = TrainingState(self.position, rng_states(self.device), order, extra)
+            save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scheduler, state)
+
+
+def choose_run_dir(config: TrainConfig, resume: bool, ranks: Ranks) -> Path:
+    """The run folder: checked to be free for a new run, or to hold a checkpoint to resume."""
+    stem = f"{config.data}-{config.likelihood}-{config.arch}".replace(":", "_").replace("/", "_")
+    run_dir = Path(config.out) if config.out else default_run_dir(stem)
+    if resume and not (run_dir / CHECKPOINT_FILE).is_file():
+        raise VaeError(f"{run_dir} has no {CHECKPOINT_FILE} to resume from")
+    if not resume and ranks.is_main:
+        check_run_dir(run_dir, config.force)
+    return run_dir
+
+
+def load_split(config: TrainConfig, split: str) -> ImageData:
+    """The ``split`` of the configured dataset, cut to --limit-train/--limit-test."""
+    limit = config.limit_train if split == "train" else config.limit_test
+    return load_dataset(config.data, split, config.data_options, config.data_dir, limit)
+
+
+def build_run_model(config: TrainConfig, data: ImageData, checkpoint: Path | None) -> VAE:
+    """The model, seeded with ``config.seed``; a run begun by an older vaecli (``checkpoint``
+    given) is rebuilt as that vaecli built it, and a new one starts from the data."""
+    torch.manual_seed(config.seed)
+    arch_options = dict(config.arch_options)
+    if checkpoint is not None:
+        distribution = registry.architectures.entry(config.arch).distribution
+        version = checkpoint_format_version(checkpoint)
+        arch_options = upgrade_architecture_options(config.arch, distribution, arch_options, version)
+    spec = ModelSpec(
+        input_shape=data.shape,
+        latent_dim=config.latent_dim,
+        architecture=config.arch,
+        architecture_options=arch_options,
+        likelihood=config.likelihood,
+        likelihood_options=dict(config.likelihood_options),
+    )
+    model = build_model(spec)
+    if checkpoint is None:  # (a resumed run's offset and likelihood come from its checkpoint)
+        model.start_from_data(data.images)
+    return model
+
+
+def wrap_model(run_model: VAE, config: TrainConfig, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+    """The model as training calls it: in DDP for a distributed run, compiled with --compile."""
+    net: torch.nn.Module = run_model
+    if ranks.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Every rank fits the same output offset, and it never changes: no buffer broadcasts.
+        net = DistributedDataParallel(
+            run_model, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False
+        )
+    return compile_model(net) if config.compile else net
+
+
+def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
+    """Adam, with fused kernels where this torch and device have them."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> Any:
+    if config.lr_schedule != "cosine":
+        return None
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+
+
+def start_run(
+    config: TrainConfig, resume: bool, ranks: Ranks, device: torch.device, precision: Precision
+) -> TrainingRun:
+    """Set up a run: a new one (its folder created, config.yaml written) or one resumed from its
+    checkpoint (metrics.jsonl cut back to the checkpoint's epoch)."""
+    run_dir = choose_run_dir(config, resume, ranks)
+    train_data, test_data = load_split(config, "train"), load_split(config, "test")
+    if train_data.shape != test_data.shape:
+        raise UsageError(f"dataset '{config.data}': train and test images differ in shape")
+    objective = build_objective(config.objective, dict(config.objective_options))
+    model = build_run_model(config, train_data, run_dir / CHECKPOINT_FILE if resume else None).to(device)
+    train_images, test_images = train_data.images.to(device), test_data.images.to(device)
+    check_objective(objective, model, train_images, config.latent_dim)
+    compile_started = time.perf_counter()
+    net = wrap_model(model, config, ranks, device)
+    if config.compile:
+        compile_now(net, model, objective, train_images, config, ranks, device, precision)
+    compile_seconds = time.perf_counter() - compile_started
+    optimizer = make_optimizer(model, config.lr)
+    run = TrainingRun(
+        config, ranks, device, precision, run_dir, model, net, objective, optimizer,
+        precision.scaler(device), None, train_images, test_images,
+        prepare_fixed(model.likelihood, test_images, TEST_PREPARE_SEED), {},
+    )  # fmt: skip
+    run.scheduler = make_scheduler(optimizer, config, run.steps_per_epoch)
+    resolved = resolved_config(config, model, objective, run_dir)
+    run.info = model_info(config, train_data, model, resolved)
+    if resume:
+        restore(run)
+    elif ranks.is_main:
+        make_run_dir(run_dir, config.force)
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    # The run's wall clock, compiling, evaluation and files included, carried on across a resume.
+    elapsed_before = run.history[-1].get("elapsed", 0.0) if run.history else 0.0
+    run.started = time.perf_counter() - elapsed_before - run.position.seconds - compile_seconds
+    return run
+
+
+def restore(run: TrainingRun) -> None:
+    """Continue from the checkpoint: weights, optimiser, schedule, scaler, RNG states, position."""
+    from vaecli.checkpoint import set_rng_states
+
+    state = load_checkpoint(run.checkpoint_path, run.model, run.optimizer, run.scheduler, run.device)
+    if state.position.epoch > run.config.epochs:
+        raise VaeError(
+            f"{run.run_dir} has finished its {run.config.epochs} epochs: nothing to resume (to train "
+            f"longer, start a new run: vae train --config {run.run_dir / 'config.yaml'} --epochs N --out NEW)"
+        )
+    if run.scaler.is_enabled() and state.extra.get("scaler"):
+        run.scaler.load_state_dict(state.extra["scaler"])
+    set_rng_states(state.rng, run.device)
+    run.position, run.order = state.position, state.order
+    metrics_file = run.run_dir / METRICS_FILE
+    run.history = [m for m in read_metrics(metrics_file) if m["epoch"] < run.position.epoch]
+    if run.ranks.is_main:
+        write_text_atomic(metrics_file, "".join(json.dumps(m) + "\n" for m in run.history))
+
+
+def resolved_config(config: TrainConfig, model: VAE, objective: Objective, run_dir: Path) -> dict[str, Any]:
+    """config.yaml: the architecture's and the objective's options with their defaults, as the
+    model file holds them."""
+    arch = dict(model.spec.architecture_options) if model.spec else dict(config.arch_options)
+    return {**asdict(config), "arch_options": arch, "objective_options": objective.options(),
+            "out": str(run_dir), "force": False}  # fmt: skip
+
+
+def model_info(config: TrainConfig, data: ImageData, model: VAE, resolved: dict[str, Any]) -> dict[str, Any]:
+    """What the model file records besides the weights (the metrics are added each epoch)."""
+    parts = model_parts(config)
+    return {
+        "data": {
+            "name": config.data,
+            "options": config.data_options,
+            "shape": list(data.shape),
+            "dtype": "uint8",
+            "preprocessing": model.likelihood.preprocessing(),
+        },
+        "training": resolved,
+        "parts": parts,
+        "plugins": plugin_distributions(parts),
+    }
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut short by a crash: everything after it is lost anyway
+    return rows
+
+
+def model_parts(config: TrainConfig) -> dict[str, dict[str, str]]:
+    """Which distribution (and version) provides this run's dataset, architecture, likelihood and
+    objective."""
+    parts = {}
+    for kind, name in (
+        ("dataset", config.data),
+        ("architecture", config.arch),
+        ("likelihood", config.likelihood),
+        ("objective", config.objective),
+    ):
+        entry = registry.BY_KIND[kind].entry(name)
+        parts[kind] = {"name": entry.name, "distribution": entry.distribution, "version": entry.version}
+    return parts
+
+
+def plugin_distributions(parts: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The distributions a model needs, with versions: vaecli and those providing its parts."""
+    return {"vaecli": vaecli.__version__, **{p["distribution"]: p["version"] for p in parts.values()}}
