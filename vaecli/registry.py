@@ -117,6 +117,23 @@ class Registry:
             got = loaded.__name__ if isinstance(loaded, type) else type(loaded).__name__
             raise VaeError(f"{self.describe(name)} is not a vaecli {base.__name__} class (got {got})")
 
+    def build(self, name: str, options: dict[str, Any]) -> tuple[Any, str]:
+        """An instance of the class registered as ``name``, made with ``options``, and its
+        description. A bad option value is one line naming the part and its package; any other
+        failure of the plugin's constructor is reported as the plugin's."""
+        from vaecli.options import call_with_options
+
+        self.check(name)
+        factory, what = self.load(name), self.describe(name)
+        try:
+            return call_with_options(factory, what, (), options), what
+        except UsageError as exc:
+            raise UsageError(str(exc) if str(exc).startswith(what) else f"{what}: {exc}") from None
+        except VaeError:
+            raise
+        except Exception as exc:
+            raise VaeError(f"{what} failed to start: {type(exc).__name__}: {exc}") from exc
+
 
 datasets = Registry("dataset")
 architectures = Registry("architecture")

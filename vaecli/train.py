@@ -18,12 +18,10 @@ from vaecli.precision import choose_precision
 from vaecli.training.callbacks import Callback, Callbacks, build_callbacks
 from vaecli.training.interrupts import Interrupts, TrainingInterrupted
 from vaecli.training.loop import fit
-from vaecli.training.outputs import RECONSTRUCTIONS_DIR, SAMPLE_SEED, run_folder_callbacks
+from vaecli.training.outputs import run_folder_callbacks
 from vaecli.training.run import start_run
 
 __all__ = [
-    "RECONSTRUCTIONS_DIR",
-    "SAMPLE_SEED",
     "TEST_PREPARE_SEED",
     "Callback",
     "TrainConfig",

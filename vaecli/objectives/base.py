@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vaecli import registry
-from vaecli.errors import UsageError, VaeError
-from vaecli.options import call_with_options
+from vaecli.errors import VaeError
 
 if TYPE_CHECKING:
     from vaecli.model import VAE, Terms
@@ -58,17 +57,7 @@ class Objective:
 
 def build_objective(name: str, options: dict[str, Any]) -> Objective:
     """The registered objective ``name`` made with ``options``."""
-    registry.objectives.check(name)
-    factory = registry.objectives.load(name)
-    what = registry.objectives.describe(name)
-    try:
-        objective = call_with_options(factory, what, (), options)
-    except UsageError as exc:  # a bad value: say whose option it is
-        raise UsageError(str(exc) if str(exc).startswith(what) else f"{what}: {exc}") from None
-    except VaeError:
-        raise
-    except Exception as exc:
-        raise VaeError(f"{what} failed to start: {type(exc).__name__}: {exc}") from exc
+    objective, what = registry.objectives.build(name, options)
     if not (isinstance(objective.samples, int) and objective.samples >= 1):
         raise VaeError(f"{what}: samples must be a whole number of at least 1, got {objective.samples!r}")
     return objective

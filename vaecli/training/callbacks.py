@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from vaecli import registry
 from vaecli.errors import UsageError, VaeError
-from vaecli.options import call_with_options
 
 if TYPE_CHECKING:
     from vaecli.training.run import TrainingRun
@@ -72,17 +71,7 @@ def build_callback(name: str, options: dict[str, Any]) -> tuple[Callback, str]:
     """The registered callback ``name`` made with ``options``, and its description."""
     if not isinstance(options, dict):
         raise UsageError(f"callback '{name}': options must be a mapping, got {options!r}")
-    registry.callbacks.check(name)
-    factory = registry.callbacks.load(name)
-    what = registry.callbacks.describe(name)
-    try:
-        return call_with_options(factory, what, (), options), what
-    except UsageError as exc:  # a bad value: say whose option it is
-        raise UsageError(str(exc) if str(exc).startswith(what) else f"{what}: {exc}") from None
-    except VaeError:
-        raise
-    except Exception as exc:
-        raise VaeError(f"{what} failed to start: {type(exc).__name__}: {exc}") from exc
+    return registry.callbacks.build(name, options)
 
 
 def build_callbacks(chosen: dict[str, dict[str, Any]]) -> list[tuple[Callback, str]]:
