@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,9 +56,19 @@ class Objective:
         return {}
 
 
+#: Each built objective's ``objective 'NAME' (DIST VERSION)``, for messages about it.
+DESCRIPTIONS: weakref.WeakKeyDictionary[Objective, str] = weakref.WeakKeyDictionary()
+
+
 def build_objective(name: str, options: dict[str, Any]) -> Objective:
     """The registered objective ``name`` made with ``options``."""
     objective, what = registry.objectives.build(name, options)
     if not (isinstance(objective.samples, int) and objective.samples >= 1):
         raise VaeError(f"{what}: samples must be a whole number of at least 1, got {objective.samples!r}")
+    DESCRIPTIONS[objective] = what
     return objective
+
+
+def describe(objective: Objective) -> str:
+    """What messages call ``objective``: its registered name and package where it was built."""
+    return DESCRIPTIONS.get(objective, f"objective '{objective.name}'")

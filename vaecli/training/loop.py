@@ -10,9 +10,10 @@ import torch
 
 from vaecli.checkpoint import Position
 from vaecli.evaluation import mean_elbo
+from vaecli.objectives.base import describe
 from vaecli.training.callbacks import Callbacks
 from vaecli.training.run import TrainingRun
-from vaecli.training.step import NanGuard, describe, train_step
+from vaecli.training.step import NanGuard, train_step
 
 
 def fit(run: TrainingRun, callbacks: Callbacks) -> None:

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from vaecli import distributed, registry
+from vaecli import distributed
 from vaecli.errors import VaeError
 from vaecli.model import Terms
 from vaecli.objectives import Objective, Progress
+from vaecli.objectives.base import describe
 
 if TYPE_CHECKING:
     from vaecli.distributed import Ranks
@@ -55,14 +56,6 @@ def check_objective(
             objective_loss(objective, model(x, eps, weights=objective.weights, dreg=objective.dreg), START)
     finally:
         model.train(was_training)
-
-
-def describe(objective: Objective) -> str:
-    """``objective 'NAME' (DIST VERSION)``, for messages."""
-    try:
-        return registry.objectives.describe(objective.name)
-    except VaeError:
-        return f"objective '{objective.name}'"
 
 
 def forward_loss(
