@@ -112,11 +112,7 @@ class VAE(nn.Module):
     ) -> Elbo:
         """ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)), one-sample estimate of the first term
         (with the standard-normal noise ``eps`` when given, else drawn from ``generator``)."""
-        mu, logvar = self.encode(x)
-        z = self.reparameterise(mu, logvar, generator, eps)
-        reconstruction = self.likelihood.log_prob(x, self.decode(z))
-        kl = kl_to_standard_normal(mu, logvar).sum(-1)
-        return Elbo(reconstruction - kl, reconstruction, kl)
+        return self.forward(x, eps, generator=generator).elbo()
 
     def importance_terms(
         self,
@@ -157,11 +153,21 @@ class VAE(nn.Module):
             z.register_hook(lambda grad: grad * normalised)
         return log_px_z, log_weight
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor, weights: bool = False, dreg: bool = False) -> Terms:
-        """The terms objectives need, for noise eps (B, S, latent_dim) or (B, latent_dim): what
-        training calls, through DDP and torch.compile wrappers. ``weights`` adds the log importance
-        weights, ``dreg`` prepares them for the DReG estimator (:meth:`importance_terms`)."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        eps: torch.Tensor | None = None,
+        weights: bool = False,
+        dreg: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Terms:
+        """The terms objectives need, for noise eps (B, S, latent_dim) or (B, latent_dim) (one
+        draw per image from ``generator`` when not given): what training calls, through DDP and
+        torch.compile wrappers. ``weights`` adds the log importance weights, ``dreg`` prepares
+        them for the DReG estimator (:meth:`importance_terms`)."""
         mu, logvar = self.encode(x)
+        if eps is None:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         eps = eps.unsqueeze(1) if eps.dim() == 2 else eps
         reconstruction, log_weight = self.importance_terms(x, mu, logvar, eps, weights or dreg, dreg)
         return Terms(reconstruction, kl_to_standard_normal(mu, logvar), log_weight)

@@ -17,8 +17,6 @@ from vaecli.errors import UsageError, VaeError
 if TYPE_CHECKING:
     from vaecli.training.run import TrainingRun
 
-HOOKS = ("on_train_start", "on_epoch_start", "on_step", "on_epoch_end", "on_train_end")
-
 
 class Callback:
     """Hooks into a training run. ``all_ranks``: also run on ranks other than 0 of a distributed
