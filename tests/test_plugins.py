@@ -156,7 +156,7 @@ def test_plugin_that_returns_the_wrong_thing_is_named(tmp_path):
     cases = {
         "--arch badshape": "architecture 'badshape' (bad-plugin 1.0): decoder gives shape (10,) per image",
         "--arch notmodules": "architecture 'notmodules' (bad-plugin 1.0) must return (encoder, decoder)",
-        "--likelihood notlik": "likelihood 'notlik' (bad-plugin 1.0) did not give a vaecli Likelihood",
+        "--likelihood notlik": "likelihood 'notlik' (bad-plugin 1.0) is not a vaecli Likelihood class",
     }
     for option, message in cases.items():
         result = vae("train", *option.split(), *BUDGET, "--out", str(tmp_path / "run"), site=site)

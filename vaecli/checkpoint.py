@@ -19,7 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from vaecli.errors import VaeError
-from vaecli.fileio import atomic_path
+from vaecli.fileio import atomic_path, strict_json
 from vaecli.modelfile import format_version, load_weights
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -104,16 +104,26 @@ def save_checkpoint(
         "extra": state.extra,
     }
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", FORMAT: json.dumps(header)})
+        save_file(tensors, str(tmp), metadata={"format": "pt", FORMAT: strict_json(header)})
+
+
+def checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint's JSON metadata (position, settings, ``extra``), checked to be a mapping with
+    a readable format version."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = json.loads((f.metadata() or {})[FORMAT])
+        format_version(header, default=0)
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise VaeError(f"{path} is not a readable vaecli checkpoint ({exc})") from exc
+    if not isinstance(header, dict):
+        raise VaeError(f"{path} is not a readable vaecli checkpoint (its header is not a mapping)")
+    return header
 
 
 def checkpoint_format_version(path: str | os.PathLike[str]) -> int:
     """The format version a checkpoint was written in."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return format_version(json.loads((f.metadata() or {})[FORMAT]), default=0)
-    except (SafetensorError, OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise VaeError(f"{path} is not a readable vaecli checkpoint ({exc})") from exc
+    return format_version(checkpoint_header(path), default=0)
 
 
 def load_checkpoint(

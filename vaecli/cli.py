@@ -290,10 +290,12 @@ OPTION_KEYS = {"data_options", "arch_options", "likelihood_options", "objective_
 def _resumed_config(ctx: typer.Context, resume: str, flags: dict[str, Any]) -> TrainConfig:
     """The run's own config.yaml, with what may change on a resume taken from the flags typed."""
     from vaecli.config import config_from_mapping, load_config_file
+    from vaecli.training.run import require_run_parts
 
     run_config = Path(resume) / "config.yaml"
     if not run_config.is_file():
         raise VaeError(f"{resume} is not a vaecli run folder (it has no config.yaml)")
+    require_run_parts(Path(resume))
     base = load_config_file(run_config)
     _refuse_on_resume(ctx, resume)
     given = _given_on_command_line(ctx, RESUME_MAY_CHANGE)
@@ -654,9 +656,9 @@ def eval_command(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout instead.")] = False,
 ) -> None:
     """Score a model: -ELBO, its terms, importance-sampled log p(x), active units."""
-    import json
 
     from vaecli.evaluation import evaluate_model
+    from vaecli.fileio import strict_json
     from vaecli.options import parse_key_values
 
     config = EvalConfig(
@@ -674,7 +676,7 @@ def eval_command(
     with _progress_bar("evaluating") as progress:
         report = evaluate_model(config, progress)
     if json_output:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(strict_json(report.to_dict(), indent=2))
     else:
         _print_eval_report(report)
 
@@ -1036,8 +1038,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug or an unexpected failure: still one line unless --debug
         if debug():
             traceback.print_exc()
+        from vaecli.blame import plugin_of
+
+        culprit = plugin_of(exc)
+        where = f"{culprit} failed: " if culprit else ""
         print(
-            f"vae: error: {type(exc).__name__}: {_one_line(str(exc))} (run with --debug for details)",
+            f"vae: error: {where}{type(exc).__name__}: {_one_line(str(exc))} (run with --debug for details)",
             file=sys.stderr,
         )
         return 1

@@ -20,7 +20,7 @@ import torch
 
 from vaecli import registry
 from vaecli.errors import UsageError, VaeError
-from vaecli.options import as_float, as_int, call_with_options
+from vaecli.options import as_float, as_int
 
 DATA_DIR_ENV = "VAECLI_DATA_DIR"
 SPLITS = ("train", "test")
@@ -90,9 +90,7 @@ def load_dataset(
 ) -> ImageData:
     """The ``split`` of the registered dataset ``name`` made with ``options``, cut to its first
     ``limit`` images; ``data_dir`` as for :func:`resolve_data_dir`."""
-    factory = registry.datasets.load(name)
-    what = registry.datasets.describe(name)
-    data = call_with_options(factory, what, (resolve_data_dir(data_dir), split), dict(options or {}))
+    data, what = registry.datasets.call(name, (resolve_data_dir(data_dir), split), dict(options or {}))
     if not isinstance(data, ImageData):
         raise VaeError(f"{what} did not give vaecli ImageData (got {type(data).__name__})")
     if limit is not None:

@@ -13,7 +13,6 @@ samples, each one vectorised computation, so memory stays bounded for any k.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ import torch
 from vaecli.datasets import load_dataset
 from vaecli.devices import choose_device
 from vaecli.errors import UsageError, VaeError
-from vaecli.fileio import write_text_atomic
+from vaecli.fileio import strict_json, write_text_atomic
 from vaecli.likelihoods import Likelihood
 from vaecli.model import VAE, kl_to_standard_normal
 from vaecli.modelfile import load_model, model_path
@@ -320,5 +319,5 @@ def evaluate_model(config: EvalConfig, progress: Progress | None = None) -> Eval
         "device": str(device),
     }
     if Path(config.model).is_dir():
-        write_text_atomic(Path(config.model) / EVAL_FILE, json.dumps(report.to_dict(), indent=2) + "\n")
+        write_text_atomic(Path(config.model) / EVAL_FILE, strict_json(report.to_dict(), indent=2) + "\n")
     return report

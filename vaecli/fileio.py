@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from vaecli.errors import VaeError
 
@@ -46,3 +49,19 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, sync: bool = T
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def strict_json(value: Any, indent: int | None = None) -> str:
+    """``value`` as JSON that strict parsers accept: a non-finite float (a diverged run's NaN or
+    infinity) is written as null, never as the NaN Python's json writes by default."""
+    return json.dumps(_finite(value), allow_nan=False, indent=indent)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

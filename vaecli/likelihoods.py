@@ -199,11 +199,20 @@ class BernoulliLogProb(torch.autograd.Function):
 LOG_256 = math.log(256.0)
 
 
-def dequantise(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """8-bit pixels to (x + u) / 256 with u ~ U[0, 1): a density on [0, 1) whose log, less
-    D log 256, is a lower bound on the discrete 8-bit log-likelihood."""
+def dequantise(
+    images: torch.Tensor, generator: torch.Generator | None = None, open_interval: bool = False
+) -> torch.Tensor:
+    """8-bit pixels to float32 (x + u) / 256 with u ~ U[0, 1): a density on [0, 1] whose log,
+    less D log 256, is a lower bound on the discrete 8-bit log-likelihood. Both ends occur: 0
+    where x = 0 and u = 0, 1 where float32 rounds 255 + u up to 256. ``open_interval`` moves
+    those few values just inside (0, 1), for a likelihood that cannot take 0 or 1 (a Beta, a
+    logit transform); every other value is the same draw."""
     noise = torch.rand(images.shape, generator=generator, device=images.device)
-    return (images.float() + noise).div_(256.0)
+    x = (images.float() + noise).div_(256.0)
+    return x.clamp_(OPEN_MIN, OPEN_MAX) if open_interval else x
+
+
+OPEN_MIN, OPEN_MAX = 2.0**-32, 1.0 - 2.0**-24  # the smallest nonzero draw; the largest float32 below 1
 
 
 class Gaussian(Likelihood):

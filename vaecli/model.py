@@ -13,7 +13,7 @@ from torch import nn
 from vaecli import registry
 from vaecli.errors import VaeError
 from vaecli.likelihoods import Likelihood
-from vaecli.options import call_with_options, with_defaults
+from vaecli.options import with_defaults
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -104,7 +104,14 @@ class VAE(nn.Module):
         images = images.cpu()
         fit = self.likelihood.constant_fit(images)
         if fit is not None:
-            self.output_offset.copy_(fit)
+            if not isinstance(fit, torch.Tensor) or fit.shape != self.output_offset.shape:
+                got = tuple(fit.shape) if isinstance(fit, torch.Tensor) else type(fit).__name__
+                what = registry.likelihoods.describe(self.spec.likelihood) if self.spec else "the likelihood"
+                raise VaeError(
+                    f"{what}: constant_fit gives shape {got}, expected {tuple(self.output_offset.shape)}"
+                    " (params_per_pixel, C, H, W)"
+                )
+            self.output_offset.copy_(fit)  # (any float dtype and device: copied into the model's)
         self.likelihood.fit_own_parameters(images)
 
     def elbo(
@@ -187,9 +194,7 @@ class ModelSpec:
 
 def build_likelihood(name: str, options: dict[str, Any]) -> Likelihood:
     """The registered likelihood ``name`` made with ``options``."""
-    factory = registry.likelihoods.load(name)
-    what = registry.likelihoods.describe(name)
-    likelihood = call_with_options(factory, what, (), options)
+    likelihood, what = registry.likelihoods.build(name, options)
     if not isinstance(likelihood, Likelihood):
         raise VaeError(f"{what} did not give a vaecli Likelihood (got {type(likelihood).__name__})")
     return likelihood
@@ -200,10 +205,9 @@ def build_model(spec: ModelSpec, check_shapes: bool = True) -> VAE:
     on zeros; ``check_shapes=False`` skips it, for skeletons on the meta device). The model's
     ``spec`` records the architecture's options with its defaults filled in."""
     likelihood = build_likelihood(spec.likelihood, spec.likelihood_options)
-    factory = registry.architectures.load(spec.architecture)
-    what = registry.architectures.describe(spec.architecture)
     args = (tuple(spec.input_shape), spec.latent_dim, likelihood.params_per_pixel)
-    built = call_with_options(factory, what, args, spec.architecture_options)
+    built, what = registry.architectures.call(spec.architecture, args, spec.architecture_options)
+    factory = registry.architectures.load(spec.architecture)
     if not (isinstance(built, tuple) and len(built) == 2 and all(isinstance(m, nn.Module) for m in built)):
         raise VaeError(f"{what} must return (encoder, decoder) torch modules, got {type(built).__name__}")
     encoder, decoder = built
@@ -235,3 +239,32 @@ def _check_shapes(model: VAE, spec: ModelSpec, what: str) -> None:
         raise VaeError(
             f"{what}: decoder gives shape {tuple(params.shape[1:])} per image, expected {expected[1:]}"
         )
+    if registry.likelihoods.entry(spec.likelihood).distribution != "vaecli":  # (vaecli's own are tested)
+        check_likelihood(model.likelihood, spec, params)
+
+
+def check_likelihood(likelihood: Likelihood, spec: ModelSpec, params: torch.Tensor) -> None:
+    """Call a plugin likelihood's ``prepare``, ``log_prob`` and ``mean`` once on two black
+    images and the decoder's output ``params`` for them, so that one that fails or gives the
+    wrong shape is named before training starts (not as a broadcasting error deep in the loop,
+    or as metrics that do not add up)."""
+    what = registry.likelihoods.describe(spec.likelihood)
+    images = torch.zeros(params.shape[0], *spec.input_shape, dtype=torch.uint8)
+    try:
+        with torch.no_grad():
+            x = likelihood.prepare(images, torch.Generator().manual_seed(0))
+            log_p, mean = likelihood.log_prob(x, params), likelihood.mean(params)
+    except VaeError:
+        raise
+    except Exception as exc:
+        raise VaeError(f"{what} fails on decoder output of shape {tuple(params.shape)}: "
+                       f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
+    for method, got, want in (
+        ("prepare", x, images.shape), ("log_prob", log_p, (images.shape[0],)), ("mean", mean, images.shape)
+    ):  # fmt: skip
+        shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+        if shape != tuple(want):
+            raise VaeError(
+                f"{what}: {method} gives shape {shape} for {images.shape[0]} images, expected {tuple(want)}"
+                + (" (one log-probability per image, summed over pixels)" if method == "log_prob" else "")
+            )

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 import vaecli
 from vaecli import registry
 from vaecli.errors import UsageError, VaeError
-from vaecli.fileio import atomic_path
+from vaecli.fileio import atomic_path, strict_json
 from vaecli.model import VAE, ModelSpec, build_model
 
 FORMAT = "vaecli-model"
@@ -49,15 +49,17 @@ def save_model(path: str | os.PathLike[str], model: VAE, info: dict[str, Any]) -
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", FORMAT: json.dumps(header)})
+        save_file(tensors, str(tmp), metadata={"format": "pt", FORMAT: strict_json(header)})
 
 
 def format_version(header: Any, default: int | None = None) -> int:
     """The ``format_version`` of a model or checkpoint header (``default`` when absent); anything but
-    a whole number (a float, infinity, a string, true) is a ValueError."""
-    version = header["format_version"] if default is None else header.get("format_version", default)
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise ValueError(f"format_version must be a whole number, not {json.dumps(version)}")
+    a whole number from 1 (a float, infinity, a string, true, -1) is a ValueError."""
+    if default is not None and "format_version" not in header:
+        return default
+    version = header["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"format_version must be a whole number from 1, not {json.dumps(version)}")
     return version
 
 
@@ -89,11 +91,15 @@ def load_model(
     """Rebuild a VAE and its header from a model file or run folder, in eval mode."""
     path = model_path(model_or_run)
     header = read_header(path)
+    check_parts_agree(header, path)
     spec = _spec_of(header, path)
     installed = _with_installed_parts(spec, header, path)
     version = format_version(header)
-    _check_tensors_fit(installed, path, version)  # on the meta device: nothing is allocated yet
-    model = build_model(installed)
+    try:
+        _check_tensors_fit(installed, path, version)  # on the meta device: nothing is allocated yet
+        model = build_model(installed)
+    except UsageError as exc:  # an option value no part accepts: the file is at fault, not the user
+        raise VaeError(f"{path} has a damaged model description ({exc})") from None
     model.spec = spec  # as trained, so a re-saved model reads the same
     try:
         load_weights(model, load_file(str(path)), version)
@@ -202,21 +208,42 @@ def _with_installed_parts(spec: ModelSpec, header: dict[str, Any], path: Path) -
     names = {}
     for kind, name in (("architecture", spec.architecture), ("likelihood", spec.likelihood)):
         recorded = parts.get(kind) if isinstance(parts.get(kind), dict) else {}
-        recorded = {k: v for k, v in recorded.items() if isinstance(v, str)}
+        entry = registry.BY_KIND[kind].require(name, recorded, str(path))
         dist = recorded.get("distribution")
-        try:
-            bare = recorded.get("name", name)
-            entry = registry.BY_KIND[kind].entry(f"{dist}:{bare}" if dist else name)
-        except UsageError:
-            try:
-                entry = registry.BY_KIND[kind].entry(name)
-            except UsageError:
-                where = f" from the package {dist} {recorded.get('version', '')}".rstrip() if dist else ""
-                hint = f": pip install {dist}" if dist else ""
-                raise VaeError(
-                    f"{path} needs the {kind} '{name}'{where}, which is not installed{hint}"
-                ) from None
         names[kind] = entry.qualified_name if dist and entry.distribution == dist else name
     return ModelSpec(
         **{**asdict(spec), "architecture": names["architecture"], "likelihood": names["likelihood"]}
     )
+
+
+#: Where a model header names each part besides its ``parts`` section: (section, key).
+PART_NAMES = {
+    "architecture": ("model", "architecture"),
+    "likelihood": ("model", "likelihood"),
+    "dataset": ("data", "name"),
+    "objective": ("training", "objective"),
+}
+
+
+def check_parts_agree(header: dict[str, Any], path: Path) -> None:
+    """A header that names a part in two places must name the same one in both (``parts``
+    records where each came from; a file where they differ was edited or damaged)."""
+    parts = header.get("parts")
+    if parts is None:
+        return  # (older files have no parts section)
+    if not isinstance(parts, dict):
+        raise VaeError(f"{path} has a damaged header: its parts section is not a mapping")
+    for kind, (section, key) in PART_NAMES.items():
+        recorded, named = parts.get(kind), header.get(section)
+        if recorded is None or not isinstance(named, dict) or key not in named:
+            continue
+        name = named[key]
+        recorded_name = recorded.get("name") if isinstance(recorded, dict) else None
+        if not (isinstance(recorded_name, str) and isinstance(name, str)):
+            raise VaeError(f"{path} has a damaged header: the {kind}'s name is not text")
+        dist, _, bare = name.rpartition(":")
+        if bare != recorded["name"] or (dist and dist != recorded.get("distribution")):
+            raise VaeError(
+                f"{path} has a damaged header: its {section} section names the {kind} '{name}' but "
+                f"its parts section '{recorded.get('distribution')}:{recorded['name']}'"
+            )

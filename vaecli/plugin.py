@@ -13,9 +13,11 @@ complete example package (``plugins/vaecli-shapes``).
 
 Options given on the command line (``--data-opt KEY=VALUE``, ``--arch-opt KEY=VALUE``,
 ``--likelihood-opt KEY=VALUE``, ``--objective-opt KEY=VALUE``, ``--callback-opt NAME.KEY=VALUE``)
-reach the factories as keyword arguments, as strings, and are stored in the model file or
-config.yaml; convert them with :func:`as_int`, :func:`as_float`, :func:`as_bool`,
-:func:`int_list` and raise :class:`UsageError` for a bad value.
+reach the factories as keyword arguments and are stored in the model file or config.yaml. From
+the command line they are strings; from config.yaml or a model file they are the YAML or JSON
+value (an int, a bool, a list). Convert every option with :func:`as_int`, :func:`as_float`,
+:func:`as_bool` or :func:`int_list`, which accept both, and raise :class:`UsageError` for a bad
+value.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 vaecli's own built-ins are declared under the same entry-point groups in its pyproject.toml
 as any third-party plugin, so there is one door for everyone. An entry point is imported
 only when its name is asked for.
+
+When two distributions register the same name, a bare name means vaecli's own entry if it
+has one, else the entry of the distribution whose name sorts first (case-insensitively);
+``DIST:NAME`` picks one. The first use of a clashing name in a process warns once.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class Registry:
         self.group = GROUPS[kind]
         self.base = base
         self._loaded: dict[Entry, Any] = {}
+        self._warned: set[str] = set()  # clashing names already warned about in this process
 
     def entries(self) -> list[Entry]:
         """Every entry of this kind, sorted by name then distribution; nothing is imported."""
@@ -64,7 +69,7 @@ class Registry:
                 )
             )
         unique = {(e.name, e.distribution): e for e in found}
-        return sorted(unique.values(), key=lambda e: (e.name, e.distribution != "vaecli"))
+        return sorted(unique.values(), key=precedence)
 
     def names(self) -> list[str]:
         return sorted({e.name for e in self.entries()})
@@ -78,12 +83,14 @@ class Registry:
         if not matches:
             known = ", ".join(self.names()) or "none installed"
             raise UsageError(f"unknown {self.kind} '{name}' (available: {known})")
-        if len(matches) > 1:
+        if len(matches) > 1 and bare not in self._warned:
+            self._warned.add(bare)
             chosen = matches[0]
             others = ", ".join(e.qualified_name for e in matches[1:])
+            why = "vaecli's own" if chosen.distribution == "vaecli" else "the first package by name"
             warnings.warn(
                 f"{self.kind} '{bare}' is registered by more than one package; using "
-                f"{chosen.qualified_name} (also: {others}; name one as DIST:NAME)",
+                f"{chosen.qualified_name}, {why} (also: {others}; name one as DIST:NAME)",
                 stacklevel=2,
             )
         return matches[0]
@@ -106,6 +113,10 @@ class Registry:
                 ) from exc
         return self._loaded[entry]
 
+    def loaded(self, entry: Entry) -> Any:
+        """What ``entry`` imported to, if it has been loaded in this process (else None)."""
+        return self._loaded.get(entry)
+
     def check(self, name: str) -> None:
         """Load ``name`` and check that it is a subclass of the kind's base class."""
         loaded = self.load(name)
@@ -117,22 +128,55 @@ class Registry:
             got = loaded.__name__ if isinstance(loaded, type) else type(loaded).__name__
             raise VaeError(f"{self.describe(name)} is not a vaecli {base.__name__} class (got {got})")
 
-    def build(self, name: str, options: dict[str, Any]) -> tuple[Any, str]:
-        """An instance of the class registered as ``name``, made with ``options``, and its
+    def call(self, name: str, args: tuple[Any, ...], options: dict[str, Any]) -> tuple[Any, str]:
+        """What the factory registered as ``name`` returns for ``args`` and ``options``, and its
         description. A bad option value is one line naming the part and its package; any other
-        failure of the plugin's constructor is reported as the plugin's."""
+        failure inside the plugin's factory is reported as the plugin's."""
         from vaecli.options import call_with_options
 
-        self.check(name)
         factory, what = self.load(name), self.describe(name)
         try:
-            return call_with_options(factory, what, (), options), what
+            return call_with_options(factory, what, args, options), what
         except UsageError as exc:
             raise UsageError(str(exc) if str(exc).startswith(what) else f"{what}: {exc}") from None
         except VaeError:
             raise
         except Exception as exc:
             raise VaeError(f"{what} failed to start: {type(exc).__name__}: {exc}") from exc
+
+    def build(self, name: str, options: dict[str, Any]) -> tuple[Any, str]:
+        """An instance of the class registered as ``name`` (checked to subclass the kind's base),
+        made with ``options``, and its description; failures as for :meth:`call`."""
+        self.check(name)
+        return self.call(name, (), options)
+
+    def require(self, name: str, recorded: Any, where: str) -> Entry:
+        """The entry for ``name``, which ``where`` (a model file, a run) was made with; when it is
+        not installed, one line saying which package (and version) ``recorded`` says it came from
+        (``recorded``: the ``{"name", "distribution", "version"}`` a model file or checkpoint
+        keeps of each part; anything else when unknown)."""
+        given = recorded if isinstance(recorded, dict) else {}
+        recorded = {k: v for k, v in given.items() if isinstance(v, str)}
+        dist = recorded.get("distribution")
+        bare = recorded.get("name", name.rpartition(":")[2])
+        for candidate in ([f"{dist}:{bare}"] if dist else []) + [name]:
+            try:
+                entry = self.entry(candidate)
+            except UsageError:
+                continue
+            return entry
+        if not dist:
+            self.entry(name)  # the plain "unknown ... (available: ...)" line
+        version = recorded.get("version", "")
+        raise VaeError(
+            f"{where} needs the {self.kind} '{bare}' from the package {dist} {version}".rstrip()
+            + f", which is not installed: pip install {dist}"
+        )
+
+
+def precedence(entry: Entry) -> tuple[str, bool, str]:
+    """The order of entries: by name; of one name, vaecli's own, then by distribution name."""
+    return (entry.name, entry.distribution != "vaecli", entry.distribution.lower())
 
 
 datasets = Registry("dataset")

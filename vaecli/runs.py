@@ -42,3 +42,12 @@ def make_run_dir(path: Path, force: bool) -> Path:
         shutil.rmtree(path)
     (path / "samples").mkdir(parents=True, exist_ok=True)
     return path
+
+
+def discard_unresumable(path: Path) -> None:
+    """Remove a run folder that failed before its first model or checkpoint: it holds only
+    config.yaml and picture folders, can be neither resumed nor used, and would make the retry
+    need --force. A folder with a checkpoint (for --resume) or a model is kept."""
+    kept = ("checkpoint.safetensors", "model.safetensors")
+    if is_run_dir(path) and not any((path / name).exists() for name in kept):
+        shutil.rmtree(path, ignore_errors=True)

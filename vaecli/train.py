@@ -15,11 +15,12 @@ from vaecli.distributed import Ranks
 from vaecli.evaluation import TEST_PREPARE_SEED, prepare_fixed
 from vaecli.modelfile import MODEL_FILE
 from vaecli.precision import choose_precision
+from vaecli.runs import discard_unresumable
 from vaecli.training.callbacks import Callback, Callbacks, build_callbacks
 from vaecli.training.interrupts import Interrupts, TrainingInterrupted
 from vaecli.training.loop import fit
 from vaecli.training.outputs import run_folder_callbacks
-from vaecli.training.run import start_run
+from vaecli.training.run import require_run_parts, start_run
 
 __all__ = [
     "TEST_PREPARE_SEED",
@@ -49,6 +50,8 @@ def train(
     its checkpoint, to the same weights an uninterrupted run would reach. Started by torchrun,
     each process trains on its share of every batch and only rank 0 reports, writes files and
     checkpoints."""
+    if resume and config.out:
+        require_run_parts(Path(config.out))
     config.validate()
     chosen = build_callbacks(config.callbacks)  # (a missing package stops here, before any work)
     ranks = Ranks.from_env()
@@ -66,7 +69,12 @@ def train(
             *((c, None) for c in given),
             (Interrupts(), None),  # last: a signal during a step's hooks stops after all of them
         ]
-        fit(run, Callbacks(ordered, ranks.is_main))
+        try:
+            fit(run, Callbacks(ordered, ranks.is_main))
+        except BaseException:
+            if not resume and ranks.is_main:
+                discard_unresumable(run.run_dir)
+            raise
         return TrainResult(run.run_dir, run.run_dir / MODEL_FILE, run.history, ranks.is_main)
     finally:
         distributed.stop(ranks)

@@ -40,6 +40,7 @@ def run_epoch(run: TrainingRun, guard: NanGuard, callbacks: Callbacks, epoch: in
     for step in range(run.position.step + 1, run.steps_per_epoch + 1):
         train_step(run, guard, batches[step - 1], epoch, step)
         callbacks.call("on_step", step)
+    guard.check_epoch(epoch)
     totals = run.epoch_totals()
     seconds = run.epoch_seconds_before + time.perf_counter() - run.epoch_started
     if run.ranks.is_main:  # rank 0 evaluates and reports; the others go on to the next epoch

@@ -3,12 +3,11 @@ per-epoch pictures, the model file, and the checkpoints."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
 
-from vaecli.fileio import write_bytes_atomic
+from vaecli.fileio import strict_json, write_bytes_atomic
 from vaecli.images import grid_png
 from vaecli.modelfile import MODEL_FILE, save_model
 from vaecli.pictures import Inputs, reconstruction_grid, reconstructions
@@ -35,7 +34,7 @@ class MetricsFile(RunCallback):
 
     def on_epoch_end(self, metrics: dict[str, Any]) -> None:
         with open(self.run.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(metrics) + "\n")
+            f.write(strict_json(metrics) + "\n")
         config = self.run.config
         given = ", ".join(f"{k}={v}" for k, v in config.objective_options.items())
         label = f"{config.objective} ({given})" if given else config.objective

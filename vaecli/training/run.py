@@ -24,6 +24,7 @@ from vaecli.checkpoint import (
     Position,
     TrainingState,
     checkpoint_format_version,
+    checkpoint_header,
     load_checkpoint,
     rng_states,
     save_checkpoint,
@@ -33,9 +34,9 @@ from vaecli.datasets import ImageData, load_dataset
 from vaecli.distributed import Ranks
 from vaecli.errors import UsageError, VaeError
 from vaecli.evaluation import TEST_PREPARE_SEED, prepare_fixed
-from vaecli.fileio import write_text_atomic
+from vaecli.fileio import strict_json, write_text_atomic
 from vaecli.model import VAE, ModelSpec, build_model
-from vaecli.modelfile import upgrade_architecture_options
+from vaecli.modelfile import MODEL_FILE, read_header, upgrade_architecture_options
 from vaecli.objectives import Objective, Progress, build_objective
 from vaecli.precision import Precision
 from vaecli.runs import check_run_dir, default_run_dir, make_run_dir
@@ -111,7 +112,9 @@ class TrainingRun:
                 setattr(self.position, name, value)
             self.position.seconds = self.epoch_seconds_before + time.perf_counter() - self.epoch_started
         if self.ranks.is_main:
-            extra = {"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}
+            extra = {"parts": self.info["parts"]}  # (so a resume can say which package is missing)
+            if self.scaler.is_enabled():
+                extra["scaler"] = self.scaler.state_dict()
             order = self.order if mid_epoch else None
             state = TrainingState(self.position, rng_states(self.device), order, extra)
             save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scheduler, state)
@@ -240,7 +243,7 @@ def restore(run: TrainingRun) -> None:
     metrics_file = run.run_dir / METRICS_FILE
     run.history = [m for m in read_metrics(metrics_file) if m["epoch"] < run.position.epoch]
     if run.ranks.is_main:
-        write_text_atomic(metrics_file, "".join(json.dumps(m) + "\n" for m in run.history))
+        write_text_atomic(metrics_file, "".join(strict_json(m) + "\n" for m in run.history))
 
 
 def resolved_config(config: TrainConfig, model: VAE, objective: Objective, run_dir: Path) -> dict[str, Any]:
@@ -298,3 +301,27 @@ def model_parts(config: TrainConfig) -> dict[str, dict[str, str]]:
 def plugin_distributions(parts: dict[str, dict[str, str]]) -> dict[str, str]:
     """The distributions a model needs, with versions: vaecli and those providing its parts."""
     return {"vaecli": vaecli.__version__, **{p["distribution"]: p["version"] for p in parts.values()}}
+
+
+def require_run_parts(run_dir: Path) -> None:
+    """Check, before a run's config.yaml is read, that every part it was trained with is still
+    installed: a missing plugin is one line naming the package to install (as the checkpoint,
+    or else the model file, records it), not just an unknown name."""
+    for kind, part in recorded_parts(run_dir).items():
+        if kind in registry.BY_KIND and isinstance(part, dict) and isinstance(part.get("name"), str):
+            registry.BY_KIND[kind].require(part["name"], part, str(run_dir))
+
+
+def recorded_parts(run_dir: Path) -> dict[str, Any]:
+    """The ``parts`` a run's checkpoint records (older checkpoints: its model file's); {} if neither."""
+    try:
+        if (run_dir / CHECKPOINT_FILE).is_file():
+            parts = checkpoint_header(run_dir / CHECKPOINT_FILE).get("extra", {}).get("parts")
+            if isinstance(parts, dict):
+                return parts
+        if (run_dir / MODEL_FILE).is_file():
+            parts = read_header(run_dir / MODEL_FILE).get("parts")
+            return parts if isinstance(parts, dict) else {}
+    except (VaeError, AttributeError):
+        pass  # (resuming reads both files again, and says what is wrong with them)
+    return {}

@@ -4,11 +4,12 @@ guard, and the update."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING
 
 import torch
 
-from vaecli import distributed
+from vaecli import distributed, registry
 from vaecli.errors import VaeError
 from vaecli.model import Terms
 from vaecli.objectives import Objective, Progress
@@ -100,18 +101,36 @@ class NanGuard:
         if loss_ok and (grads_ok or self.run.precision.scaled):
             return True
         what = "gradient" if loss_ok else _nonfinite_terms(terms, self.run.ranks.distributed)
-        if self.run.config.on_nan == "stop":
-            path = self.run.checkpoint_path
-            kept = (
-                f"the last checkpoint, {path}, is intact"
-                if path.is_file()
-                else "no checkpoint was written yet"
-            )
+        if self.run.config.on_nan != "stop":
+            return False
+        if not self.run.optimizer.state:  # no update yet: the learning rate cannot be the cause
             raise VaeError(
-                f"non-finite {what} at epoch {epoch}, step {step}: training stopped; {kept} "
-                "(lower --lr, or pass --on-nan skip to skip such batches)"
+                f"non-finite {what} at epoch {epoch}, step {step}, before any update: the untrained "
+                f"model gives it on this data; check the data and its parts ({model_parts(self.run)})"
             )
-        return False
+        path = self.run.checkpoint_path
+        kept = f"the last checkpoint, {path}, is intact" if path.is_file() else "no checkpoint was written"
+        raise VaeError(
+            f"non-finite {what} at epoch {epoch}, step {step}: training stopped; {kept} "
+            "(lower --lr, or pass --on-nan skip to skip such batches)"
+        )
+
+    def check_epoch(self, epoch: int) -> None:
+        """Fail when every step of ``epoch`` was skipped: nothing was learned, and its numbers
+        would be averages over no images."""
+        if self.run.position.seen == 0:
+            raise VaeError(
+                f"every step of epoch {epoch} had a non-finite loss or gradient and was skipped "
+                f"(--on-nan skip): nothing was learned; check the data and the model's parts "
+                f"({model_parts(self.run)}), or lower --lr"
+            )
+
+
+def model_parts(run: TrainingRun) -> str:
+    """The run's dataset, likelihood and architecture, each with its package."""
+    config = run.config
+    parts = (("dataset", config.data), ("likelihood", config.likelihood), ("architecture", config.arch))
+    return ", ".join(registry.BY_KIND[kind].describe(name) for kind, name in parts)
 
 
 def train_step(run: TrainingRun, guard: NanGuard, indices: torch.Tensor, epoch: int, step: int) -> None:
@@ -146,7 +165,9 @@ def train_step(run: TrainingRun, guard: NanGuard, indices: torch.Tensor, epoch: 
         optimizer.zero_grad(set_to_none=True)
         run.position.skipped += 1
     if run.scheduler is not None:
-        run.scheduler.step()
+        with warnings.catch_warnings():  # a skipped step still moves the schedule on, as resume does
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            run.scheduler.step()
     run.position.step = step
     run.last_loss = part_loss.detach() / max(loss.shape[0], 1)
 
