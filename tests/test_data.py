@@ -47,18 +47,33 @@ def test_mnist_is_read_directly_and_equals_torchvision(mnist_root):
         assert torch.equal(ours.images[:, 0], theirs.data) and torch.equal(ours.labels, theirs.targets)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "wrong magic"])
-def test_damaged_mnist_files_are_not_read_as_images(tmp_path, mnist_root, no_network_mnist, damage):
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncated", "is damaged: its header says 10000x28x28 values, so 7840016 bytes, but it has 7839916"),
+        ("wrong magic", "is not an IDX file of 3-d bytes (magic number 0x00000801, expected 0x00000803)"),
+        ("wrong count", "is damaged: its header says 9999x28x28 values"),
+        ("random pixels", "is damaged: its checksum is not the published one"),
+    ],
+)
+def test_damaged_mnist_files_are_named_and_not_read(tmp_path, mnist_root, no_network_mnist, damage, message):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         (raw / name).write_bytes((mnist_root / "MNIST" / "raw" / name).read_bytes())
     images = raw / "t10k-images-idx3-ubyte"
     data = images.read_bytes()
-    images.write_bytes(data[:-100] if damage == "truncated" else b"\x00\x00\x08\x01" + data[4:])
-    # Not read by vaecli, handed to torchvision, which cannot fetch it here: one clear error.
-    with pytest.raises(VaeError, match="could not be downloaded"):
+    damaged = {
+        "truncated": data[:-100],
+        "wrong magic": b"\x00\x00\x08\x01" + data[4:],
+        "wrong count": data[:4] + (9999).to_bytes(4, "big") + data[8:],
+        "random pixels": data[:16] + bytes(torch.randint(0, 256, (len(data) - 16,)).tolist()),
+    }
+    images.write_bytes(damaged[damage])
+    with pytest.raises(VaeError) as info:
         mnist(tmp_path, "test")
+    assert str(images) in str(info.value) and message in str(info.value)
+    assert "delete it to download it again" in str(info.value)
 
 
 def test_test_set_is_binarised_once_with_a_fixed_seed(mnist_root):

@@ -21,6 +21,7 @@ from vaecli.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from vaecli.cli import main
 from vaecli.config import TrainConfig, load_config_file
 from vaecli.errors import UsageError, VaeError
+from vaecli.fileio import atomic_path
 from vaecli.train import TrainingInterrupted, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,16 +177,17 @@ def test_a_nan_gradient_under_a_finite_loss_is_caught_before_the_step(mnist_root
 def test_disk_error_while_saving_leaves_the_old_model(mnist_root, tmp_path, monkeypatch):
     import vaecli.modelfile
 
-    out, saved, real_save = tmp_path / "run", [], vaecli.modelfile.save_file
+    out, saved, real_write = tmp_path / "run", [], vaecli.modelfile.write_bytes_atomic
 
-    def full_disk_on_second_save(tensors, filename, metadata=None):
+    def full_disk_on_second_save(path, data, sync=True):
         if saved:
-            Path(filename).write_bytes(b"partial")
-            raise OSError(28, "No space left on device")
-        real_save(tensors, filename, metadata)
-        saved.append(Path(filename).read_bytes())
+            with atomic_path(path) as tmp:  # the disk fills up half-way through the file
+                tmp.write_bytes(data[: len(data) // 2])
+                raise OSError(28, "No space left on device")
+        real_write(path, data, sync)
+        saved.append(Path(path).read_bytes())
 
-    monkeypatch.setattr(vaecli.modelfile, "save_file", full_disk_on_second_save)
+    monkeypatch.setattr(vaecli.modelfile, "write_bytes_atomic", full_disk_on_second_save)
     with pytest.raises(VaeError, match=r"cannot write .*model.safetensors: No space left on device"):
         train(small_config(mnist_root, out, epochs=2))
     assert (out / "model.safetensors").read_bytes() == saved[0]  # epoch 1's model, whole
@@ -195,10 +197,11 @@ def test_disk_error_while_saving_leaves_the_old_model(mnist_root, tmp_path, monk
 def test_disk_error_in_the_cli_is_one_line(mnist_root, tmp_path, monkeypatch, capsys):
     import vaecli.modelfile
 
-    def full_disk(tensors, filename, metadata=None):
-        raise OSError(28, "No space left on device")
+    def full_disk(path, data, sync=True):
+        with atomic_path(path):
+            raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(vaecli.modelfile, "save_file", full_disk)
+    monkeypatch.setattr(vaecli.modelfile, "write_bytes_atomic", full_disk)
     argv = ["train", "--data-dir", str(mnist_root), "--epochs", "1", "--limit-train", "300",
             "--limit-test", "100", "--hidden", "16", "--out", str(tmp_path / "run")]  # fmt: skip
     assert main(argv) == 1

@@ -119,7 +119,7 @@ def mlp(
             nn.Unflatten(1, (params_per_pixel, *input_shape)),
         )
     else:
-        features = as_int(pixel_features, "pixel_features")
+        features = as_int(pixel_features, "pixel_features", minimum=1)
         if features < 1:
             raise UsageError(f"option pixel_features must be at least 1, got {pixel_features}")
         decoder = nn.Sequential(
@@ -156,7 +156,7 @@ def conv(
     decoder, for any image size; ``channels`` lists the widths of the stride-2 stages and
     ``activation`` names the nonlinearity between layers."""
     widths = list(int_list(channels, "channels"))
-    hidden_width = as_int(hidden, "hidden")
+    hidden_width = as_int(hidden, "hidden", minimum=1)
     act = activation_factory(activation)
     c, height, width = input_shape
     h, w = height, width

@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as serialise
 
 from vaecli.errors import VaeError
-from vaecli.fileio import atomic_path, strict_json
+from vaecli.fileio import strict_json, write_bytes_atomic
 from vaecli.modelfile import format_version, load_weights
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -103,8 +104,9 @@ def save_checkpoint(
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "extra": state.extra,
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", FORMAT: strict_json(header)})
+    # Serialised in memory and written by vaecli: safetensors' own save_file writes a temporary
+    # file of its own (mode 0600, left behind by a kill) and reports a full disk unhelpfully.
+    write_bytes_atomic(path, serialise(tensors, metadata={"format": "pt", FORMAT: strict_json(header)}))
 
 
 def checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -114,8 +116,8 @@ def checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             header = json.loads((f.metadata() or {})[FORMAT])
         format_version(header, default=0)
-    except (SafetensorError, OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise VaeError(f"{path} is not a readable vaecli checkpoint ({exc})") from exc
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+        raise VaeError(f"{path} is not a readable vaecli checkpoint ({exc or 'nested too deeply'})") from exc
     if not isinstance(header, dict):
         raise VaeError(f"{path} is not a readable vaecli checkpoint (its header is not a mapping)")
     return header
@@ -139,8 +141,8 @@ def load_checkpoint(
             header = json.loads((f.metadata() or {})[FORMAT])
             version = format_version(header, default=0)
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, KeyError, ValueError, AttributeError) as exc:
-        raise VaeError(f"{path} is not a readable vaecli checkpoint ({exc})") from exc
+    except (SafetensorError, OSError, KeyError, ValueError, AttributeError, RecursionError) as exc:
+        raise VaeError(f"{path} is not a readable vaecli checkpoint ({exc or 'nested too deeply'})") from exc
     if version > FORMAT_VERSION:
         raise VaeError(f"{path} is a newer checkpoint format than this vaecli reads: upgrade vaecli")
     try:

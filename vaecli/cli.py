@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -16,8 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import vaecli
-from vaecli.config import EvalConfig, TrainConfig
-from vaecli.errors import UsageError, VaeError
+from vaecli.config import MAX_SEED, EvalConfig, TrainConfig
+from vaecli.errors import Stopped, UsageError, VaeError
 
 try:  # typer >= 0.20 ships its own copy of click
     from typer._click import exceptions as click_exceptions
@@ -42,7 +44,9 @@ stderr = Console(stderr=True, highlight=False)
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", min=0, max=MAX_SEED, help="Random seed; the same seed gives the same result.")
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
 DataDirOpt = Annotated[
     str | None,
@@ -465,7 +469,8 @@ def sample(
     if nrow is not None and nrow < 1:
         raise UsageError(f"--nrow must be at least 1, got {nrow}")
     _check_output(out, force)
-    samples = draw(model, n=n, seed=seed, mode=mode, device=device, temperature=temperature)
+    samples = draw(model, n=n, seed=seed, mode=mode, device=device, temperature=temperature,
+                   grid=format == "png")  # fmt: skip
     _write_output(out, encode_samples(samples, format, nrow))
     if out != "-":
         stderr.print(f"wrote {n} samples to {out}")
@@ -933,6 +938,8 @@ def decode(
         _check_output(str(grid), force)
     target = choose_device(device)
     vae_model, _ = load_model(model, target)
+    from vaecli.images import check_grid
+
     records = read_codes(codes, format, batch_size, vae_model.latent_dim, sys.stdin.buffer)
     folder = ImageFolderWriter(out) if out is not None else None
     pictures, failed = [], 0
@@ -949,7 +956,11 @@ def decode(
                     folder.write(path, image)
             else:
                 pictures.append(batch.images)
+                check_grid(sum(len(p) for p in pictures), vae_model.input_shape, f"--grid {grid}", nrow)
             progress.advance(len(batch.paths))
+    if (folder.count if folder is not None else sum(len(p) for p in pictures)) == 0 and not failed:
+        source = "stdin" if codes == "-" else codes
+        raise VaeError(f"no codes in {source}: nothing was written")
     if folder is not None:
         written = folder.count
         _note(f"wrote {written} images to {out}")
@@ -1002,20 +1013,41 @@ def _one_line(text: str) -> str:
 _ARGV: list[str] = []  # the arguments of this run of ``vae`` (``--nproc`` passes them to torchrun)
 
 
+@contextlib.contextmanager
+def _signals_stop() -> Iterator[None]:
+    """While a command runs, Ctrl-C and SIGTERM raise :class:`Stopped` (exit 130 or 143, one line),
+    so every temporary file is removed on the way out; training installs its own handlers."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Stopped("interrupted" if signum == signal.SIGINT else "terminated", signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``vae`` and return its exit code (0 ok, 1 run-time failure, 2 bad usage)."""
     _ARGV[:] = sys.argv[1:] if argv is None else argv
     command = typer.main.get_command(app)
     debug = lambda: os.environ.get(DEBUG_ENV, "") not in ("", "0")  # noqa: E731
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _signals_stop():
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning
             result = command.main(args=argv, prog_name="vae", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except click_exceptions.UsageError as exc:
         where = f"{exc.ctx.command_path}: " if exc.ctx is not None else "vae: "
-        print(f"{where}error: {_one_line(exc.format_message())}", file=sys.stderr)
+        message = _one_line(exc.format_message())
+        if message:  # (bare `vae` prints the help, and nothing more)
+            print(f"{where}error: {message}", file=sys.stderr)
         return 2
     except click_exceptions.ClickException as exc:
         print(f"vae: error: {_one_line(exc.format_message())}", file=sys.stderr)
@@ -1039,7 +1071,12 @@ def main(argv: list[str] | None = None) -> int:
         if debug():
             traceback.print_exc()
         from vaecli.blame import plugin_of
+        from vaecli.errors import out_of_memory
 
+        memory = out_of_memory(exc)
+        if memory:
+            print(f"vae: error: {memory}: ask for less (a smaller --batch-size or model)", file=sys.stderr)
+            return 1
         culprit = plugin_of(exc)
         where = f"{culprit} failed: " if culprit else ""
         print(

@@ -467,6 +467,9 @@ def _read_jsonl(stream: BinaryIO, batch_size: int, latent_dim: int) -> Iterator[
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             batcher.fail(where, str(exc).splitlines()[0] if str(exc) else "not JSON")
             continue
+        except RecursionError:
+            batcher.fail(where, "nested too deeply")
+            continue
         reason = batcher.check(codes, where)
         if reason is not None:
             batcher.fail(where, reason)
@@ -533,7 +536,7 @@ def _sidecar_paths(path: Path) -> Iterator[str | None]:
             for line in f:
                 try:
                     value = json.loads(line.decode("utf-8", "surrogateescape"))
-                except ValueError:
+                except (ValueError, RecursionError):
                     value = None
                 yield value if isinstance(value, str) else None
     while True:

@@ -15,6 +15,7 @@ LR_SCHEDULES = ("cosine", "constant")
 ON_NAN = ("stop", "skip")
 PRECISIONS = ("auto", "32", "bf16", "16-mixed")  # see vaecli.precision
 FOLDER_PREFIX = "folder:"
+MAX_SEED = 2**63 - 1  # torch takes seeds below 2**64; vaecli derives a few with seed + 1
 
 
 def resolve_data(data: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -77,6 +78,8 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise UsageError(f"{name(key)} must be at least 1, got {value}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UsageError(f"{name('seed')} must be from 0 to {MAX_SEED}, got {self.seed}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UsageError(f"{name('lr')} must be a positive number, got {self.lr}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -181,19 +184,17 @@ def config_from_mapping(values: Any, source: str) -> TrainConfig:
 
 
 def load_config_file(path: str | os.PathLike[str]) -> TrainConfig:
-    """Read a YAML config file (the keys of TrainConfig) and check every key and value."""
-    import yaml
+    """Read a YAML config file (the keys of TrainConfig) and check every key and value. A file
+    never replaces an existing run: ``force`` in it is ignored (only a typed --force does)."""
+    import warnings
 
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise UsageError(f"{path}: not valid YAML{at}") from None
-    config = config_from_mapping(values or {}, str(path))
+    from vaecli.yamlfiles import read_yaml_file
+
+    values = read_yaml_file(path) or {}
+    if isinstance(values, dict) and isinstance(values.get("force"), bool):
+        if values["force"]:
+            warnings.warn(f"{path}: 'force: true' ignored; to replace a run, type --force", stacklevel=2)
+        values = {k: v for k, v in values.items() if k != "force"}
+    config = config_from_mapping(values, str(path))
     config.validate(source=str(path))
     return config

@@ -20,7 +20,7 @@ import torch
 
 from vaecli import registry
 from vaecli.errors import UsageError, VaeError
-from vaecli.options import as_float, as_int
+from vaecli.options import as_bool, as_float, as_int, call_with_options
 
 DATA_DIR_ENV = "VAECLI_DATA_DIR"
 SPLITS = ("train", "test")
@@ -87,15 +87,34 @@ def load_dataset(
     options: dict[str, object] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     limit: int | None = None,
+    shape: tuple[int, ...] | None = None,
 ) -> ImageData:
     """The ``split`` of the registered dataset ``name`` made with ``options``, cut to its first
-    ``limit`` images; ``data_dir`` as for :func:`resolve_data_dir`."""
+    ``limit`` images; ``data_dir`` as for :func:`resolve_data_dir`. ``shape``: the image shape a
+    model takes; a dataset whose factory has a ``shape_of(**options)`` is checked against it
+    before any image is read (a model file cannot make vaecli read images of another size)."""
+    if shape is not None:
+        check_shape(name, dict(options or {}), tuple(shape))
     data, what = registry.datasets.call(name, (resolve_data_dir(data_dir), split), dict(options or {}))
     if not isinstance(data, ImageData):
         raise VaeError(f"{what} did not give vaecli ImageData (got {type(data).__name__})")
     if limit is not None:
         data = ImageData(data.images[:limit], None if data.labels is None else data.labels[:limit], data.name)
     return data
+
+
+def check_shape(name: str, options: dict[str, object], shape: tuple[int, ...]) -> None:
+    """Fail when dataset ``name``, made with ``options``, says its images are not ``shape``."""
+    shape_of = getattr(registry.datasets.load(name), "shape_of", None)
+    if shape_of is None:
+        return
+    what = registry.datasets.describe(name)
+    given = call_with_options(shape_of, what, (), options)
+    if tuple(given) != shape:
+        raise VaeError(
+            f"dataset '{name}' has images of shape {tuple(given)} (channels, height, width) with these "
+            f"options, but the model takes {shape} (nothing was read)"
+        )
 
 
 MNIST_FILES = (
@@ -109,19 +128,40 @@ MNIST_FILES = (
 IDX_MAGIC = {3: 0x0803, 1: 0x0801}  # unsigned bytes, 3 or 1 dimensions
 
 
-def read_idx(path: Path, dims: int) -> torch.Tensor | None:
-    """An uncompressed IDX file of unsigned bytes (MNIST's format) as a uint8 tensor, or None
-    when it is missing or not such a file (torchvision then fetches or rebuilds it)."""
+#: The SHA-256 of each uncompressed MNIST file (as published with the dataset's mirrors' files).
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+
+def read_idx(path: Path, dims: int, sha256: str | None = None) -> torch.Tensor | None:
+    """An uncompressed IDX file of unsigned bytes (MNIST's format) as a uint8 tensor; None when
+    it is missing (torchvision then fetches it). A file that is there but is not such a file, or
+    whose checksum is not ``sha256``, is an error naming it: it is never read as images."""
     try:
         data = path.read_bytes()
-    except OSError:
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise VaeError(f"cannot read {path}: {exc.strerror or exc}") from None
     header = 4 + 4 * dims
-    if len(data) < header or int.from_bytes(data[:4], "big") != IDX_MAGIC[dims]:
-        return None
+    fix = "delete it to download it again"
+    magic = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+    if len(data) < header or magic != IDX_MAGIC[dims]:
+        got = "too short for a header" if len(data) < header else f"magic number {magic:#010x}"
+        want = f"{IDX_MAGIC[dims]:#010x}"
+        raise VaeError(f"{path} is not an IDX file of {dims}-d bytes ({got}, expected {want}); {fix}")
     shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
     if len(data) != header + math.prod(shape):
-        return None
+        raise VaeError(
+            f"{path} is damaged: its header says {'x'.join(map(str, shape))} values, so "
+            f"{header + math.prod(shape)} bytes, but it has {len(data)}; {fix}"
+        )
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise VaeError(f"{path} is damaged: its checksum is not the published one ({sha256[:12]}); {fix}")
     return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=header).view(*shape)
 
 
@@ -129,16 +169,17 @@ def mnist(root: Path, split: str, download: bool | str = True) -> ImageData:
     """MNIST from ``root/MNIST/raw``, downloaded there by torchvision when missing."""
     if split not in SPLITS:
         raise UsageError(f"dataset 'mnist' has no split '{split}' (it has: train, test)")
+    fetch = as_bool(download, "download")
     raw = Path(root) / "MNIST" / "raw"
     prefix = "train" if split == "train" else "t10k"
     # Read directly when the files are there: importing torchvision alone takes seconds.
-    images = read_idx(raw / f"{prefix}-images-idx3-ubyte", 3)
-    labels = read_idx(raw / f"{prefix}-labels-idx1-ubyte", 1)
-    if images is not None and labels is not None and len(images) == len(labels):
+    names = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+    images = read_idx(raw / names[0], 3, MNIST_SHA256[names[0]])
+    labels = read_idx(raw / names[1], 1, MNIST_SHA256[names[1]])
+    if images is not None and labels is not None:
         return ImageData(images=images.unsqueeze(1), labels=labels.long(), name="mnist")
     from torchvision.datasets import MNIST
 
-    fetch = str(download).lower() not in ("false", "0", "no")
     created = [p for p in (Path(root), raw.parent, raw) if not p.exists()]
     try:
         # torchvision reports download progress on stdout; stdout is for results.
@@ -228,3 +269,18 @@ def folder(
         index = {name: i for i, name in enumerate(sorted(set(classes)))}
         labels = torch.tensor([index[c] for c in classes])
     return ImageData(images=torch.stack(images), labels=labels, name="folder")
+
+
+def _mnist_shape(download: bool | str = True) -> tuple[int, int, int]:
+    as_bool(download, "download")
+    return (1, 28, 28)
+
+
+def _folder_shape(path: str = "", size: str | int = 28, channels: str | int = 1, fit: str = "stretch",
+                  test_fraction: str | float = 0.1) -> tuple[int, int, int]:  # fmt: skip
+    return (as_int(channels, "channels"), *_image_size(size))
+
+
+# A dataset factory's shape_of(**options) tells the image shape without reading any image.
+mnist.shape_of = _mnist_shape  # type: ignore[attr-defined]
+folder.shape_of = _folder_shape  # type: ignore[attr-defined]

@@ -8,7 +8,11 @@ path list is a generator and every batch is handed on before the next is taken.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
@@ -106,12 +110,14 @@ def expand_paths(
     on_empty_folder: Callable[[str], None] | None = None,
 ) -> Iterator[str]:
     """Image files for ``given`` paths in order: a file as it is spelt, a folder's image files
-    recursively in sorted order, ``-`` the paths listed on ``stdin`` (expanded the same way)."""
+    recursively (each folder's files in sorted order, then its subfolders in sorted order), ``-``
+    the paths listed on ``stdin``. Paths on stdin are files: the folders among them are skipped
+    (with one warning), so ``find DIR -print0`` lists each image once, not once per folder."""
     for path in given:
         if path == "-":
             if stdin is None:
                 raise UsageError("'-' reads paths from stdin, which is not available here")
-            yield from expand_paths(read_path_list(stdin, null), on_empty_folder=on_empty_folder)
+            yield from _listed_files(read_path_list(stdin, null))
         elif os.path.isdir(path):
             found = False
             for file in find_images([path]):
@@ -121,6 +127,54 @@ def expand_paths(
                 on_empty_folder(path)
         else:
             yield path
+
+
+INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    """Ctrl-C reaches every process of the terminal's group: the workers ignore it (they were
+    started with it held, see :func:`_interrupts_held`), and the main process stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while the DataLoader forks its workers: a signal that comes
+    meanwhile is acted on once they are all started (never half-way through a fork, where the
+    child would run the parent's handler, or through the loader's set-up), and each worker
+    ignores it from its start. Outside the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in INTERRUPTS}
+    signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held and callable(previous[held[0]]):
+            previous[held[0]](held[0], None)  # (raises, for vae's own handlers)
+
+
+def _listed_files(paths: Iterable[str]) -> Iterator[str]:
+    """The paths of a list that are not folders; one warning counts the folders skipped."""
+    folders = 0
+    for path in paths:
+        if os.path.isdir(path):
+            folders += 1
+        else:
+            yield path
+    if folders:
+        warnings.warn(
+            f"skipped {folders} folder{'s' * (folders > 1)} listed on stdin (paths on stdin are taken as "
+            "files; give a folder as an argument to search it)",
+            stacklevel=2,
+        )
 
 
 class _ImageFiles(Dataset):
@@ -184,6 +238,7 @@ def encode_files(
         collate_fn=_collate,
         prefetch_factor=4 if workers else None,
         pin_memory=encoder.device.type == "cuda",
+        worker_init_fn=_ignore_interrupts if workers else None,
     )
     generator = torch.Generator().manual_seed(seed)
     empty = torch.empty(0, encoder.latent_dim)
@@ -193,7 +248,9 @@ def encode_files(
         # thread wait on the others (several times slower on a busy machine).
         torch.set_num_threads(max(1, min(threads, usable_cores() - workers)))
     try:
-        for good, images, failures in loader:
+        with _interrupts_held():  # the workers start with Ctrl-C ignored, and the parent whole
+            batches = iter(loader)
+        for good, images, failures in batches:
             mu, logvar = encoder.encode(images) if images is not None else (empty, empty)
             codes = {"mu": mu, "logvar": logvar}
             if sample:

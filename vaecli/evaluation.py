@@ -301,7 +301,8 @@ def evaluate_model(config: EvalConfig, progress: Progress | None = None) -> Eval
         data_name, data_options = name, {**recorded_options, **config.data_options}
     else:
         data_name, data_options = config.data, config.data_options
-    data = load_dataset(data_name, config.split, data_options, config.data_dir, config.limit)
+    shape = tuple(model.spec.input_shape) if model.spec is not None else None
+    data = load_dataset(data_name, config.split, data_options, config.data_dir, config.limit, shape)
     wanted = tuple(model.spec.input_shape) if model.spec is not None else data.shape
     if data.shape != wanted:
         raise VaeError(

@@ -23,7 +23,9 @@ class UnreadableImage(Exception):
 
 def find_images(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
     """Image files among ``paths``: files as given, folders searched recursively in a stable
-    sorted order (hidden files and folders skipped)."""
+    order: each folder's files sorted by name, then each of its subfolders (sorted by name) in
+    the same way; hidden files and folders skipped. (Not the order of ``sorted()`` on whole
+    paths or ``find | sort``, where a folder's files and its subfolders' interleave.)"""
     for given in paths:
         path = Path(given)
         if path.is_dir():

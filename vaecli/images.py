@@ -8,13 +8,35 @@ import math
 import torch
 from PIL import Image
 
+from vaecli.errors import UsageError
+
+GRID_PADDING = 2
+#: The largest grid picture: 8192 x 8192 pixels (64 MB of 8-bit RGB), enough for 74,000 MNIST
+#: images; a larger one is refused before any work, with how many images fit.
+MAX_GRID_PIXELS = 8192 * 8192
+
+
+def check_grid(count: int, shape: tuple[int, ...], what: str, nrow: int | None = None) -> None:
+    """Refuse a grid of ``count`` images of ``shape`` (C, H, W) larger than MAX_GRID_PIXELS;
+    ``what`` is the option that asked for it, for the message."""
+    height, width = shape[-2] + GRID_PADDING, shape[-1] + GRID_PADDING
+    cols = nrow or max(1, math.isqrt(count - 1) + 1)
+    rows = math.ceil(count / cols)
+    if rows * height * min(cols, count) * width > MAX_GRID_PIXELS:
+        fit = MAX_GRID_PIXELS // (height * width)
+        raise UsageError(
+            f"{what}: a picture of {count} images of {shape[-2]}x{shape[-1]} is too large (a grid holds at "
+            f"most about {fit}, {math.isqrt(MAX_GRID_PIXELS)}x{math.isqrt(MAX_GRID_PIXELS)} pixels)"
+        )
+
 
 def grid_png(images: torch.Tensor, nrow: int | None = None) -> bytes:
     """A PNG of images (N, C, H, W) in [0, 1] laid out in a grid (square by default)."""
     from torchvision.utils import make_grid  # imported here: decoding single images needs no torchvision
 
+    check_grid(images.shape[0], tuple(images.shape[1:]), "the grid", nrow)
     nrow = nrow or max(1, math.isqrt(images.shape[0] - 1) + 1)
-    grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=2)
+    grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=GRID_PADDING)
     return png_bytes(grid[:1] if images.shape[1] == 1 else grid)  # make_grid turns grey into RGB
 
 

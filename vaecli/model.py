@@ -70,6 +70,7 @@ class VAE(nn.Module):
         self.decoder = decoder
         self.likelihood = likelihood
         self.latent_dim = latent_dim
+        self.input_shape = tuple(input_shape)
         self.register_buffer("output_offset", torch.zeros(likelihood.params_per_pixel, *input_shape))
         #: How to rebuild this model's modules; set by :func:`build_model`.
         self.spec: ModelSpec | None = None

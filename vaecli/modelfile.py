@@ -11,12 +11,13 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as serialise
 
 import vaecli
 from vaecli import registry
 from vaecli.errors import UsageError, VaeError
-from vaecli.fileio import atomic_path, strict_json
+from vaecli.fileio import strict_json, write_bytes_atomic
 from vaecli.model import VAE, ModelSpec, build_model
 
 FORMAT = "vaecli-model"
@@ -48,8 +49,9 @@ def save_model(path: str | os.PathLike[str], model: VAE, info: dict[str, Any]) -
         **info,
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", FORMAT: strict_json(header)})
+    # Serialised in memory and written by vaecli: safetensors' own save_file writes a temporary
+    # file of its own (mode 0600, left behind by a kill) and reports a full disk unhelpfully.
+    write_bytes_atomic(path, serialise(tensors, metadata={"format": "pt", FORMAT: strict_json(header)}))
 
 
 def format_version(header: Any, default: int | None = None) -> int:
@@ -77,6 +79,8 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
         version = format_version(header)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise VaeError(f"{path} has a damaged vaecli header ({exc})") from exc
+    except RecursionError:
+        raise VaeError(f"{path} has a damaged vaecli header (nested too deeply)") from None
     if version > FORMAT_VERSION:
         raise VaeError(
             f"{path} is model format {version}; this vaecli {vaecli.__version__} reads "
@@ -93,6 +97,7 @@ def load_model(
     header = read_header(path)
     check_parts_agree(header, path)
     spec = _spec_of(header, path)
+    _check_data_shape(header, spec, path)
     installed = _with_installed_parts(spec, header, path)
     version = format_version(header)
     try:
@@ -129,6 +134,17 @@ def _spec_of(header: dict[str, Any], path: Path) -> ModelSpec:
     if not (names_ok and options_ok):
         raise VaeError(f"{path} has a damaged model description (names or options of the wrong type)")
     return spec
+
+
+def _check_data_shape(header: dict[str, Any], spec: ModelSpec, path: Path) -> None:
+    """The recorded shape of the training images must be the model's input shape."""
+    data = header.get("data")
+    recorded = data.get("shape") if isinstance(data, dict) else None
+    if recorded is not None and (not isinstance(recorded, list) or tuple(recorded) != spec.input_shape):
+        raise VaeError(
+            f"{path} has a damaged header: its data section says images of shape {recorded}, "
+            f"but its model takes {spec.input_shape}"
+        )
 
 
 def upgrade_architecture_options(

@@ -25,11 +25,14 @@ def parse_key_values(items: Iterable[str], what: str) -> dict[str, str]:
 
 
 def int_list(value: str | Iterable[int], name: str) -> tuple[int, ...]:
-    """Read ``"512,256"`` or ``[512, 256]`` as positive integers."""
-    items = value.split(",") if isinstance(value, str) else list(value)
+    """Read ``"512,256"`` or ``[512, 256]`` as positive integers (no empty items: ``"512,,256"``
+    is refused)."""
     try:
-        numbers = tuple(int(v) for v in items if str(v).strip() != "")
-    except ValueError:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        if any(isinstance(v, (bool, float)) for v in items):
+            raise ValueError
+        numbers = tuple(int(v) for v in items)
+    except (TypeError, ValueError):
         raise UsageError(f"option {name} wants comma-separated integers, got '{value}'") from None
     if not numbers or any(n <= 0 for n in numbers):
         raise UsageError(f"option {name} wants positive integers, got '{value}'")
@@ -44,12 +47,17 @@ def as_float(value: str | float, name: str) -> float:
         raise UsageError(f"option {name} wants a number, got '{value}'") from None
 
 
-def as_int(value: str | int, name: str) -> int:
-    """Read an integer option."""
+def as_int(value: str | int, name: str, minimum: int | None = None) -> int:
+    """Read an integer option, at least ``minimum`` when given."""
     try:
-        return int(value)
+        if isinstance(value, (bool, float)):
+            raise ValueError
+        number = int(value)
     except (TypeError, ValueError):
         raise UsageError(f"option {name} wants an integer, got '{value}'") from None
+    if minimum is not None and number < minimum:
+        raise UsageError(f"option {name} wants an integer of at least {minimum}, got '{value}'")
+    return number
 
 
 def as_bool(value: str | bool, name: str) -> bool:

@@ -17,7 +17,7 @@ from PIL import Image
 from vaecli.config import TrainConfig
 from vaecli.errors import UsageError, VaeError
 from vaecli.evaluation import kl_per_dimension
-from vaecli.images import grid_png
+from vaecli.images import check_grid, grid_png
 from vaecli.model import VAE
 
 DEFAULT_TRAVERSE_ROWS = 10
@@ -81,7 +81,7 @@ def load_test_split(model: VAE, header: dict[str, Any], choice: DataChoice) -> I
     from vaecli.training.run import load_split
 
     config = _dataset_config(header, choice)
-    data = load_split(config, "test")
+    data = load_split(config, "test", model.input_shape)
     if data.shape != tuple(model.spec.input_shape if model.spec else data.shape):
         raise VaeError(
             f"dataset '{config.data}' has images of shape {data.shape}, but the model takes "
@@ -148,6 +148,9 @@ def resolve_reference(
     if Path(text).is_file():
         return read_files(model, header, [text], seed), image_size(text)
     match = _INDEX.match(text)
+    if match is None and (Path(text).suffix or "/" in text):  # meant as a file
+        folder = " (it is a folder)" if Path(text).is_dir() else ""
+        raise VaeError(f"{what}: no such image file: {text}{folder}")
     if match is None:
         raise UsageError(
             f"{what} '{text}' is neither an image file nor a dataset index (like mnist:3, or 3 with --data)"
@@ -282,10 +285,10 @@ def project_2d(mu: torch.Tensor) -> tuple[torch.Tensor, tuple[str, str]]:
         return mu.clone(), ("z0", "z1")
     centred = mu.double() - mu.double().mean(0)
     _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
-    axes = vh[:2]
+    axes = torch.cat([vh[:2], vh.new_zeros(max(0, 2 - vh.shape[0]), vh.shape[1])])  # (one point: one axis)
+    variance = torch.cat([singular, singular.new_zeros(2)]).pow(2)
     signs = torch.sign(axes.gather(1, axes.abs().argmax(1, keepdim=True)))
     axes = axes * signs
-    variance = singular.pow(2)
     share = (variance[:2] / variance.sum().clamp_min(1e-300) * 100).tolist()
     names = (f"PC1 ({share[0]:.0f}% of variance)", f"PC2 ({share[1]:.0f}% of variance)")
     return (centred @ axes.T).float(), names
@@ -324,6 +327,7 @@ def reconstruct(
         raise UsageError(f"--n must be at least 1, got {n}")
     model, header = load(model_or_run, device)
     model.likelihood.check_mode(mode)
+    check_grid(2 * (len(paths) or n), model.input_shape, "--n" if not paths else "the image files", nrow=2)
     if paths:
         inputs = read_files(model, header, paths, seed)
     else:
@@ -349,6 +353,7 @@ def interpolate(
         raise UsageError(f"--steps must be at least 2, got {steps}")
     model, header = load(model_or_run, device)
     model.likelihood.check_mode(mode)
+    check_grid(steps, model.input_shape, f"--steps {steps}", nrow=steps)
     choice = data or DataChoice()
     first, size_a = resolve_reference(a, model, header, choice, seed, "A")
     second, size_b = resolve_reference(b, model, header, choice, seed, "B")
@@ -383,6 +388,8 @@ def traverse(
         raise UsageError(f"--count must be at least 1, got {count}")
     model, header = load(model_or_run, device)
     model.likelihood.check_mode(mode)
+    rows_asked = len(dims) if dims is not None else min(count, model.latent_dim)
+    check_grid(rows_asked * steps, model.input_shape, f"--steps {steps}", nrow=steps)
     if dims is None:
         split = load_test_split(model, header, data or DataChoice())
         dims, kl = top_kl_dims(model, split.x, count)

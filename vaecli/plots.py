@@ -313,16 +313,21 @@ def _number(value: Any) -> float:
 def read_metrics(run: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The rows of a run folder's ``metrics.jsonl`` (a last line cut short by a crash is dropped)."""
     path = Path(run) / METRICS_FILE if Path(run).is_dir() else Path(run)
+    if path.suffix == ".safetensors":  # a run's model or checkpoint: its folder's metrics
+        path = path.parent / METRICS_FILE
     if not path.is_file():
         raise VaeError(f"{run} has no {METRICS_FILE} (give a vaecli run folder)")
     rows = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise VaeError(f"{path} is not a {METRICS_FILE} file (not UTF-8 text)") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             if number == len(lines):
                 break
             raise VaeError(f"{path}: line {number} is not JSON") from None

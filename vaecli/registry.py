@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from vaecli.errors import UsageError, VaeError
+from vaecli.errors import UsageError, VaeError, out_of_memory
 
 GROUPS = {
     "dataset": "vaecli.datasets",
@@ -142,6 +142,9 @@ class Registry:
         except VaeError:
             raise
         except Exception as exc:
+            memory = out_of_memory(exc)
+            if memory:
+                raise VaeError(f"{what} cannot be built with these sizes: {memory}") from exc
             raise VaeError(f"{what} failed to start: {type(exc).__name__}: {exc}") from exc
 
     def build(self, name: str, options: dict[str, Any]) -> tuple[Any, str]:

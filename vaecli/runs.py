@@ -51,3 +51,18 @@ def discard_unresumable(path: Path) -> None:
     kept = ("checkpoint.safetensors", "model.safetensors")
     if is_run_dir(path) and not any((path / name).exists() for name in kept):
         shutil.rmtree(path, ignore_errors=True)
+
+
+LEGACY_TEMPORARIES = (".tmp??????", ".*.tmp")  # safetensors' own, and vaecli's before 0.1's short names
+
+
+def remove_legacy_temporaries(path: Path) -> None:
+    """Remove temporaries that a killed run of an older vaecli (or safetensors' own save) left in
+    a run folder and its picture folders; today's are removed by :mod:`vaecli.fileio` itself."""
+    from vaecli.fileio import TEMP_PREFIX
+
+    for folder in (path, path / "samples", path / "reconstructions"):
+        for pattern in LEGACY_TEMPORARIES:
+            for leftover in folder.glob(pattern):
+                if leftover.is_file() and not leftover.name.startswith(TEMP_PREFIX):
+                    leftover.unlink(missing_ok=True)

@@ -11,8 +11,10 @@ from safetensors.torch import save
 
 from vaecli.devices import choose_device
 from vaecli.errors import UsageError
-from vaecli.images import grid_png
+from vaecli.images import check_grid, grid_png
 from vaecli.modelfile import load_model
+
+MAX_SAMPLE_BYTES = 1 << 30  # z and images, float32, held at once
 
 
 @dataclass
@@ -31,9 +33,12 @@ def sample(
     mode: str = "mean",
     device: str = "auto",
     temperature: float = 1.0,
+    grid: bool = False,
 ) -> Samples:
     """z ~ N(0, T^2 I) (T = ``temperature``; 1 is the prior), then the decoder's picture of
-    p(x|z) in ``mode`` (mean, sample, ...)."""
+    p(x|z) in ``mode`` (mean, sample, ...). ``grid``: the samples are for a grid picture, whose
+    size is checked first. Samples are held in memory: more than MAX_SAMPLE_BYTES are refused
+    before any work (draw several files with different seeds instead)."""
     if n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
     if not (math.isfinite(temperature) and temperature > 0):
@@ -41,6 +46,15 @@ def sample(
     target = choose_device(device)
     model, _ = load_model(model_or_run, target)
     model.likelihood.check_mode(mode)
+    per_sample = 4 * (model.latent_dim + math.prod(model.input_shape))
+    if n * per_sample > MAX_SAMPLE_BYTES:
+        most = MAX_SAMPLE_BYTES // per_sample
+        raise UsageError(
+            f"--n {n}: {n * per_sample / 2**30:.1f} GiB of samples; at most {most} of this model's fit "
+            f"in {MAX_SAMPLE_BYTES >> 30} GiB (draw several files, each with its own --seed)"
+        )
+    if grid:
+        check_grid(n, model.input_shape, f"--n {n}")
     # Draw on the CPU with a seeded generator so a seed means the same z on every device.
     generator = torch.Generator().manual_seed(seed)
     z = torch.randn(n, model.latent_dim, generator=generator) * temperature

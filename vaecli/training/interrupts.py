@@ -7,25 +7,22 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from vaecli import distributed
-from vaecli.errors import VaeError
+from vaecli.errors import Stopped
 from vaecli.training.callbacks import Callback
 
 if TYPE_CHECKING:
     from vaecli.training.run import TrainingRun
 
 
-class TrainingInterrupted(VaeError):
+class TrainingInterrupted(Stopped):
     """Ctrl-C or SIGTERM stopped training after a checkpoint was written (exit 130 or 143)."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + signum
 
 
 class InterruptFlag:
     """While active, the first SIGINT/SIGTERM only sets ``signum`` (training ends its step and
-    writes a checkpoint); a second one stops at once with KeyboardInterrupt. Files are written
-    atomically, so stopping at once corrupts nothing. Outside the main thread it does nothing."""
+    writes a checkpoint); a second one stops at once (:class:`Stopped`, exit 128 + its number).
+    Files are written atomically, so stopping at once corrupts nothing. Outside the main thread
+    it does nothing."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -35,7 +32,11 @@ class InterruptFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum is not None:
-            raise KeyboardInterrupt
+            raise Stopped(
+                f"{signal.Signals(signum).name} again: stopped at once, without a new checkpoint "
+                "(every file is whole; --resume continues from the last one)",
+                signum,
+            )
         self.signum = signum
 
     def __enter__(self) -> InterruptFlag:

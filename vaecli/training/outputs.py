@@ -7,13 +7,13 @@ from typing import Any
 
 import torch
 
-from vaecli.fileio import strict_json, write_bytes_atomic
+from vaecli.fileio import write_bytes_atomic
 from vaecli.images import grid_png
 from vaecli.modelfile import MODEL_FILE, save_model
 from vaecli.pictures import Inputs, reconstruction_grid, reconstructions
 from vaecli.plots import CURVES_FILE, curves_png
 from vaecli.training.callbacks import Callback
-from vaecli.training.run import METRICS_FILE, TrainingRun
+from vaecli.training.run import METRICS_FILE, TrainingRun, write_metrics
 
 SAMPLE_SEED = 0  # the per-epoch sample grids decode the same z every epoch
 SAMPLES = 64
@@ -30,11 +30,11 @@ class RunCallback(Callback):
 
 
 class MetricsFile(RunCallback):
-    """One JSON row per epoch in metrics.jsonl, and curves.png drawn from all of them."""
+    """One JSON row per epoch in metrics.jsonl (the whole file written anew each epoch, so a
+    full disk or a kill never leaves half a row), and curves.png drawn from all of them."""
 
     def on_epoch_end(self, metrics: dict[str, Any]) -> None:
-        with open(self.run.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-            f.write(strict_json(metrics) + "\n")
+        write_metrics(self.run.run_dir / METRICS_FILE, self.run.history)
         config = self.run.config
         given = ", ".join(f"{k}={v}" for k, v in config.objective_options.items())
         label = f"{config.objective} ({given})" if given else config.objective
@@ -98,5 +98,7 @@ class Checkpoints(RunCallback):
 
 
 def run_folder_callbacks() -> list[Callback]:
-    """vaecli's own callbacks, in the order they run: the files, then checkpoints."""
-    return [MetricsFile(), EpochPictures(), ModelFile(), Checkpoints()]
+    """vaecli's own callbacks, in the order they run: the model file, the metrics and pictures,
+    then the checkpoint. A failure at any point leaves a run that resumes: metrics.jsonl never
+    records an epoch whose model was not saved, and rows past the checkpoint are redone."""
+    return [ModelFile(), MetricsFile(), EpochPictures(), Checkpoints()]

@@ -39,7 +39,13 @@ from vaecli.model import VAE, ModelSpec, build_model
 from vaecli.modelfile import MODEL_FILE, read_header, upgrade_architecture_options
 from vaecli.objectives import Objective, Progress, build_objective
 from vaecli.precision import Precision
-from vaecli.runs import check_run_dir, default_run_dir, make_run_dir
+from vaecli.runs import (
+    check_run_dir,
+    default_run_dir,
+    discard_unresumable,
+    make_run_dir,
+    remove_legacy_temporaries,
+)
 from vaecli.training.compiling import compile_model, compile_now
 from vaecli.training.step import check_objective
 
@@ -131,10 +137,11 @@ def choose_run_dir(config: TrainConfig, resume: bool, ranks: Ranks) -> Path:
     return run_dir
 
 
-def load_split(config: TrainConfig, split: str) -> ImageData:
-    """The ``split`` of the configured dataset, cut to --limit-train/--limit-test."""
+def load_split(config: TrainConfig, split: str, shape: tuple[int, ...] | None = None) -> ImageData:
+    """The ``split`` of the configured dataset, cut to --limit-train/--limit-test (``shape``: as
+    for :func:`load_dataset`)."""
     limit = config.limit_train if split == "train" else config.limit_test
-    return load_dataset(config.data, split, config.data_options, config.data_dir, limit)
+    return load_dataset(config.data, split, config.data_options, config.data_dir, limit, shape)
 
 
 def build_run_model(config: TrainConfig, data: ImageData, checkpoint: Path | None) -> VAE:
@@ -216,10 +223,15 @@ def start_run(
     resolved = resolved_config(config, model, objective, run_dir)
     run.info = model_info(config, train_data, model, resolved)
     if resume:
+        remove_legacy_temporaries(run_dir)
         restore(run)
     elif ranks.is_main:
         make_run_dir(run_dir, config.force)
-        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        try:
+            write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        except BaseException:
+            discard_unresumable(run_dir)
+            raise
     # The run's wall clock, compiling, evaluation and files included, carried on across a resume.
     elapsed_before = run.history[-1].get("elapsed", 0.0) if run.history else 0.0
     run.started = time.perf_counter() - elapsed_before - run.position.seconds - compile_seconds
@@ -243,7 +255,7 @@ def restore(run: TrainingRun) -> None:
     metrics_file = run.run_dir / METRICS_FILE
     run.history = [m for m in read_metrics(metrics_file) if m["epoch"] < run.position.epoch]
     if run.ranks.is_main:
-        write_text_atomic(metrics_file, "".join(strict_json(m) + "\n" for m in run.history))
+        write_metrics(metrics_file, run.history)
 
 
 def resolved_config(config: TrainConfig, model: VAE, objective: Objective, run_dir: Path) -> dict[str, Any]:
@@ -269,6 +281,11 @@ def model_info(config: TrainConfig, data: ImageData, model: VAE, resolved: dict[
         "parts": parts,
         "plugins": plugin_distributions(parts),
     }
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """metrics.jsonl: one strict-JSON row per epoch, the whole file written through a temporary."""
+    write_text_atomic(path, "".join(strict_json(row) + "\n" for row in rows))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
