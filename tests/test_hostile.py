@@ -101,6 +101,15 @@ def test_force_in_a_config_file_never_replaces_a_run(small_run, tmp_path, capsys
         (["sample", "{run}", "--seed", "1180591620717411303424", "--out", "{tmp}/s.png"], "--seed"),
         (["eval", "{run}", "--seed", "-1"], "--seed"),
         (["encode", "{run}", "x.png", "--seed", "99999999999999999999"], "--seed"),
+        (["traverse", "{run}", "--steps", "1000000000", "--out", "{tmp}/t.png"], "too large"),  # (was 8 GB)
+        (["traverse", "{run}", "--range", "1e308", "--out", "{tmp}/t.png"], "--range must be at most"),
+        (["train", "--free-bits", "1e308", "--out", "{tmp}/r"], "option free_bits must be at most"),
+        (["train", "--latent-dim", "1" + "0" * 20, "--out", "{tmp}/r"], "--latent-dim must be at most"),
+        (["train", "--batch-size", "1" + "0" * 20, "--out", "{tmp}/r"], "--batch-size must be at most"),
+        (["train", "--iw-samples", "99999999999999999999", "--out", "{tmp}/r"], "option k must be at most"),
+        (["train", "--nproc", "1000000000", "--out", "{tmp}/r"], "--nproc must be at most 1024"),
+        (["encode", "{run}", "x.png", "--workers", "1000000000"], "--workers must be at most 1024"),
+        (["eval", "{run}", "--k", "1000000000"], "--k must be at most 1048576"),
     ],
 )
 def test_counts_without_a_ceiling_are_refused_before_any_work(small_run, tmp_path, capsys, argv, message):
@@ -110,8 +119,14 @@ def test_counts_without_a_ceiling_are_refused_before_any_work(small_run, tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_name_the_system_refuses_is_one_line(small_run, tmp_path, capsys):
+    too_long = tmp_path / ("x" * 300 + ".png")
+    assert main(["sample", str(small_run), "--out", str(too_long)]) == 1
+    assert one_error(capsys) == f"vae: error: {too_long}: File name too long"
+
+
 def test_a_huge_model_is_refused_in_the_users_terms(mnist_root, tmp_path, capsys):
-    assert main(["train", *TINY[:-4], "--latent-dim", "1000000000", "--out", str(tmp_path / "r")]) == 1
+    assert main(["train", *TINY[:-2], "--hidden", "1000000000", "--out", str(tmp_path / "r")]) == 1
     line = one_error(capsys)
     assert "cannot be built with these sizes: not enough memory" in line and "GiB" in line
     conv = ["--arch", "conv", "--arch-opt", "hidden=-1"]

@@ -4,10 +4,13 @@ non-finite training fails cleanly; model headers that contradict themselves are 
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -104,6 +107,21 @@ def site(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture
+def cli(site, capsys, monkeypatch, mnist_root):
+    """``vae ARGV`` in this process with the careless plugin installed (on sys.path): its exit
+    code, stdout and stderr. ``cli.uninstall()`` takes the plugin away again."""
+    monkeypatch.syspath_prepend(str(site))
+
+    def run(*argv: str) -> SimpleNamespace:
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
+
+    run.uninstall = lambda: (sys.path.remove(str(site)), importlib.invalidate_caches())  # type: ignore[attr-defined]
+    return run
+
+
 def failed_line(result, code: int = 1) -> str:
     assert result.returncode == code, result.stderr
     return one_line(result.stderr)
@@ -126,38 +144,35 @@ def failed_line(result, code: int = 1) -> str:
         ("--arch fragile", f"architecture 'fragile' {PLUGIN} failed: IndexError: batch too large"),
     ],
 )
-def test_a_failure_inside_plugin_code_names_the_part_and_its_package(site, mnist_root, tmp_path, option,
-                                                                     message):  # fmt: skip
+def test_a_failure_inside_plugin_code_names_the_part_and_its_package(cli, tmp_path, option, message):
     run = tmp_path / "run"
-    result = vae("train", *option.split(), *BUDGET, "--out", str(run), site=site, mnist_root=mnist_root)
+    result = cli("train", *option.split(), *BUDGET, "--out", str(run))
     assert message in failed_line(result)
     assert not run.exists()
 
 
-def test_plugins_lists_a_function_registered_as_a_likelihood_as_failed(site):
-    entries = json.loads(vae("plugins", "--json", site=site).stdout)["likelihoods"]
+def test_plugins_lists_a_function_registered_as_a_likelihood_as_failed(cli):
+    entries = json.loads(cli("plugins", "--json").stdout)["likelihoods"]
     status = {e["name"]: e for e in entries}
     assert status["wrongshape"]["loaded"] is False
     assert "is not a vaecli Likelihood class (got function)" in status["wrongshape"]["error"]
     assert status["pixelwise"]["loaded"] is True  # (a shape is checked when a model is built)
 
 
-def test_a_plugin_failing_in_a_later_command_is_named(site, mnist_root, tmp_path):
+def test_a_plugin_failing_in_a_later_command_is_named(cli, tmp_path):
     run = tmp_path / "run"
-    trained = vae("train", "--likelihood", "unwritten", *TINY, "-q", "--out", str(run), site=site,
-                  mnist_root=mnist_root)  # fmt: skip
+    trained = cli("train", "--likelihood", "unwritten", *TINY, "-q", "--out", str(run))
     assert trained.returncode == 0, trained.stderr
-    assert vae("sample", str(run), "--out", str(tmp_path / "mean.png"), site=site).returncode == 0
-    drawn = vae("sample", str(run), "--mode", "sample", "--out", str(tmp_path / "s.png"), site=site)
+    assert cli("sample", str(run), "--out", str(tmp_path / "mean.png")).returncode == 0
+    drawn = cli("sample", str(run), "--mode", "sample", "--out", str(tmp_path / "s.png"))
     line = failed_line(drawn)
     assert f"likelihood 'unwritten' {PLUGIN} failed: RuntimeError: sampling is not written yet" in line
     assert not (tmp_path / "s.png").exists()
 
 
-def test_a_non_finite_first_step_names_the_parts_not_the_learning_rate(site, mnist_root, tmp_path):
+def test_a_non_finite_first_step_names_the_parts_not_the_learning_rate(cli, tmp_path):
     run = tmp_path / "run"
-    result = vae("train", "--likelihood", "nanlik", *TINY, "--out", str(run), site=site,
-                 mnist_root=mnist_root)  # fmt: skip
+    result = cli("train", "--likelihood", "nanlik", *TINY, "--out", str(run))
     line = failed_line(result)
     assert "non-finite reconstruction at epoch 1, step 1, before any update" in line
     assert f"likelihood 'nanlik' {PLUGIN}" in line and "dataset 'mnist' (vaecli" in line
@@ -165,10 +180,10 @@ def test_a_non_finite_first_step_names_the_parts_not_the_learning_rate(site, mni
     assert not run.exists()  # nothing to resume: the retry needs no --force
 
 
-def test_an_epoch_whose_every_step_was_skipped_fails(site, mnist_root, tmp_path):
+def test_an_epoch_whose_every_step_was_skipped_fails(cli, tmp_path):
     run = tmp_path / "run"
-    result = vae("train", "--likelihood", "nanlik", "--on-nan", "skip", "--lr-schedule", "cosine", *TINY,
-                 "--out", str(run), site=site, mnist_root=mnist_root)  # fmt: skip
+    result = cli("train", "--likelihood", "nanlik", "--on-nan", "skip", "--lr-schedule", "cosine", *TINY,
+                 "--out", str(run))  # fmt: skip
     line = failed_line(result)
     assert "every step of epoch 1 had a non-finite loss or gradient and was skipped" in line
     assert f"likelihood 'nanlik' {PLUGIN}" in line
@@ -183,10 +198,9 @@ def _strict(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def test_metrics_are_strict_json_with_null_for_a_non_finite_number(site, mnist_root, tmp_path):
+def test_metrics_are_strict_json_with_null_for_a_non_finite_number(cli, tmp_path):
     run = tmp_path / "run"
-    result = vae("train", "--likelihood", "evalnan", *TINY, "-q", "--out", str(run), site=site,
-                 mnist_root=mnist_root)  # fmt: skip
+    result = cli("train", "--likelihood", "evalnan", *TINY, "-q", "--out", str(run))
     assert result.returncode == 0, result.stderr
     rows = [_strict(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["test_neg_elbo"] is None and math.isfinite(rows[0]["train_neg_elbo"])
@@ -197,17 +211,19 @@ def test_metrics_are_strict_json_with_null_for_a_non_finite_number(site, mnist_r
     assert strict_json({"a": [float("inf"), 1.5, float("nan")]}) == '{"a": [null, 1.5, null]}'
 
 
-def test_resume_without_the_plugin_names_the_package_to_install(site, mnist_root, tmp_path):
+def test_resume_without_the_plugin_names_the_package_to_install(cli, site, tmp_path):
     run = tmp_path / "run"
-    trained = vae("train", "--data", "fashionlike", *TINY, "-q", "--out", str(run), site=site,
-                  mnist_root=mnist_root)  # fmt: skip
+    trained = cli("train", "--data", "fashionlike", *TINY, "-q", "--out", str(run))
     assert trained.returncode == 0, trained.stderr
     config = yaml.safe_load((run / "config.yaml").read_text())
     (run / "config.yaml").write_text(yaml.safe_dump({**config, "epochs": 2}))
-    line = failed_line(vae("train", "--resume", str(run), mnist_root=mnist_root))
+    cli.uninstall()
+    line = failed_line(cli("train", "--resume", str(run)))
     assert "needs the dataset 'fashionlike' from the package careless-plugin 1.0, which is not" in line
     assert "pip install careless-plugin" in line
-    resumed = vae("train", "--resume", str(run), "-q", site=site, mnist_root=mnist_root)
+    sys.path.insert(0, str(site))
+    importlib.invalidate_caches()
+    resumed = cli("train", "--resume", str(run), "-q")
     assert resumed.returncode == 0, resumed.stderr
 
 

@@ -55,8 +55,9 @@ def _which(frame: FrameType, module: str, candidates: list[tuple[Registry, Entry
         if getattr(loaded, "__code__", None) is frame.f_code:
             return registry.describe(entry.qualified_name)
     used = [(r, e) for r, e in candidates if r.loaded(e) is not None] or candidates  # (imported in this run)
+    current = [(r, e) for r, e in used if r.last == e]  # the parts this command built last
     same_module = [(r, e) for r, e in used if e.entry_point.module == module]
-    for group in (same_module, used):
+    for group in (current, same_module, used):
         if len(group) == 1:
             registry, entry = group[0]
             return registry.describe(entry.qualified_name)

@@ -274,6 +274,8 @@ def train(
         "callbacks": _callback_flags([*(callback or []), *(log or [])], callback_opt or []),
     }
     if nproc is not None:
+        if nproc > MAX_PROCESSES:
+            raise UsageError(f"--nproc must be at most {MAX_PROCESSES}, got {nproc}")
         _start_torchrun(nproc)
     if config is not None and resume is not None:
         raise UsageError("give --config or --resume, not both (a run resumes with its own config.yaml)")
@@ -850,6 +852,8 @@ def encode(
     chosen_format = choose_format(format, output, chosen_fields)
     if workers is not None and workers < 0:
         raise UsageError(f"--workers must be 0 (decode in this process) or more, got {workers}")
+    if workers is not None and workers > MAX_PROCESSES:
+        raise UsageError(f"--workers must be at most {MAX_PROCESSES}, got {workers}")
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     given = list(paths or ["-"])
@@ -1010,6 +1014,7 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+MAX_PROCESSES = 1024  # --nproc and --workers: each is a process of its own
 _ARGV: list[str] = []  # the arguments of this run of ``vae`` (``--nproc`` passes them to torchrun)
 
 
@@ -1066,6 +1071,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (e.g. `vae ... | head`): not our failure to report.
         sys.stderr.close()
+        return 1
+    except OSError as exc:  # a path the system refuses (too long, a loop, no permission)
+        if debug():
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"vae: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug or an unexpected failure: still one line unless --debug
         if debug():

@@ -15,6 +15,9 @@ LR_SCHEDULES = ("cosine", "constant")
 ON_NAN = ("stop", "skip")
 PRECISIONS = ("auto", "32", "bf16", "16-mixed")  # see vaecli.precision
 FOLDER_PREFIX = "folder:"
+MAX_SIZE = 1 << 20  # no latent size (or image side) of a real model is larger
+MAX_BATCH = 1 << 24
+MAX_EVAL_K = 1 << 20  # importance samples per image
 MAX_SEED = 2**63 - 1  # torch takes seeds below 2**64; vaecli derives a few with seed + 1
 
 
@@ -78,6 +81,9 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise UsageError(f"{name(key)} must be at least 1, got {value}")
+        for key, most in (("latent_dim", MAX_SIZE), ("batch_size", MAX_BATCH)):
+            if getattr(self, key) > most:
+                raise UsageError(f"{name(key)} must be at most {most}, got {getattr(self, key)}")
         if not 0 <= self.seed <= MAX_SEED:
             raise UsageError(f"{name('seed')} must be from 0 to {MAX_SEED}, got {self.seed}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -140,6 +146,8 @@ class EvalConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+        if self.k > MAX_EVAL_K:
+            raise UsageError(f"--k must be at most {MAX_EVAL_K} (published figures use 5000), got {self.k}")
         if self.split not in EVAL_SPLITS:
             raise UsageError(f"--split: unknown '{self.split}' (use {' or '.join(EVAL_SPLITS)})")
         if self.data is not None:

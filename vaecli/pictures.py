@@ -239,15 +239,25 @@ def traversal_codes(latent_dim: int, dims: Sequence[int], value_range: float, st
     """For each of ``dims``, ``steps`` codes sweeping that dimension over [-range, range] with
     every other dimension at 0: (len(dims) * steps, latent_dim), row by row."""
     check_dims(dims, latent_dim)
-    if steps < 2:
-        raise UsageError(f"--steps must be at least 2, got {steps}")
-    if not (math.isfinite(value_range) and value_range > 0):
-        raise UsageError(f"--range must be a positive number, got {value_range}")
+    check_traversal(value_range, steps)
     values = torch.linspace(-value_range, value_range, steps)
     codes = torch.zeros(len(dims), steps, latent_dim)
     for row, dim in enumerate(dims):
         codes[row, :, dim] = values
     return codes.flatten(0, 1)
+
+
+MAX_RANGE = 1e6  # far past any code a Gaussian prior gives; float32 decoders overflow long before 1e38
+
+
+def check_traversal(value_range: float, steps: int) -> None:
+    """--range and --steps, checked without allocating anything."""
+    if steps < 2:
+        raise UsageError(f"--steps must be at least 2, got {steps}")
+    if not (math.isfinite(value_range) and value_range > 0):
+        raise UsageError(f"--range must be a positive number, got {value_range}")
+    if value_range > MAX_RANGE:
+        raise UsageError(f"--range must be at most {MAX_RANGE:g}, got {value_range}")
 
 
 def check_dims(dims: Sequence[int], latent_dim: int) -> None:
@@ -383,7 +393,7 @@ def traverse(
 ) -> Picture:
     """One row per latent dimension (by default the ``count`` with the highest KL on the test
     set): that dimension swept over [-range, range], every other one at 0."""
-    traversal_codes(1, [0], value_range, steps)  # checks range and steps before any work
+    check_traversal(value_range, steps)  # before any work
     if dims is None and count < 1:
         raise UsageError(f"--count must be at least 1, got {count}")
     model, header = load(model_or_run, device)

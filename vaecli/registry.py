@@ -12,6 +12,8 @@ has one, else the entry of the distribution whose name sorts first (case-insensi
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -53,9 +55,20 @@ class Registry:
         self.base = base
         self._loaded: dict[Entry, Any] = {}
         self._warned: set[str] = set()  # clashing names already warned about in this process
+        self._entries: tuple[tuple[tuple[str, float], ...], list[Entry]] | None = None
+        self.last: Entry | None = None  # the entry this process built most recently
 
     def entries(self) -> list[Entry]:
-        """Every entry of this kind, sorted by name then distribution; nothing is imported."""
+        """Every entry of this kind, sorted by name then distribution; nothing is imported. The
+        list is kept until ``sys.path`` or one of its folders changes (a package installed or
+        removed): reading every distribution's metadata takes milliseconds, and a model load
+        asks for its parts a dozen times."""
+        key = _path_state()
+        if self._entries is None or self._entries[0] != key:
+            self._entries = (key, self._scan())
+        return list(self._entries[1])
+
+    def _scan(self) -> list[Entry]:
         found = []
         for ep in entry_points(group=self.group):
             dist = getattr(ep, "dist", None)
@@ -135,6 +148,7 @@ class Registry:
         from vaecli.options import call_with_options
 
         factory, what = self.load(name), self.describe(name)
+        self.last = self.entry(name)
         try:
             return call_with_options(factory, what, args, options), what
         except UsageError as exc:
@@ -175,6 +189,17 @@ class Registry:
             f"{where} needs the {self.kind} '{bare}' from the package {dist} {version}".rstrip()
             + f", which is not installed: pip install {dist}"
         )
+
+
+def _path_state() -> tuple[tuple[str, float], ...]:
+    """Each folder on sys.path with its modification time: what entry points are found from."""
+    state = []
+    for folder in sys.path:
+        try:
+            state.append((folder, os.stat(folder or ".").st_mtime))
+        except OSError:
+            state.append((folder, -1.0))
+    return tuple(state)
 
 
 def precedence(entry: Entry) -> tuple[str, bool, str]:

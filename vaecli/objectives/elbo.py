@@ -12,12 +12,16 @@ from vaecli.model import Terms
 from vaecli.objectives.base import Objective, Progress
 from vaecli.options import as_float
 
+MAX_OPTION = 1e6  # nats (free bits) or a KL weight: far past any useful value, inside float32
+
 
 def non_negative(value: str | float, name: str) -> float:
     """A finite number >= 0 from an option."""
     number = as_float(value, name)
     if not (math.isfinite(number) and number >= 0):
         raise UsageError(f"option {name} must be a number of at least 0, got {value}")
+    if number > MAX_OPTION:
+        raise UsageError(f"option {name} must be at most {MAX_OPTION:g}, got {value}")
     return number
 
 

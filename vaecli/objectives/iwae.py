@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 TEST_SEED = 1234  # the test set's k-sample bound draws the same noise every epoch
 
 
+MAX_K = 1 << 16  # samples per image in every training step: far past any published k (5000 is eval's)
+
 class IwaeObjective(Objective):
     """loss = -log (1/k) sum_s p(x, z_s) / q(z_s|x), z_1..z_k ~ q(z|x): a bound on log p(x) that
     tightens as k grows. k = 1 is the ELBO, and trains exactly as ``elbo`` does (closed-form
@@ -30,6 +32,8 @@ class IwaeObjective(Objective):
         self.k = as_int(k, "k")
         if self.k < 1:
             raise UsageError(f"option k must be at least 1, got {k}")
+        if self.k > MAX_K:
+            raise UsageError(f"option k must be at most {MAX_K}, got {k}")
         self.dreg = as_bool(dreg, "dreg")
         self.samples = self.k
         self.weights = self.k > 1 or self.dreg
