@@ -946,7 +946,7 @@ def decode(
 
     records = read_codes(codes, format, batch_size, vae_model.latent_dim, sys.stdin.buffer)
     folder = ImageFolderWriter(out) if out is not None else None
-    pictures, failed = [], 0
+    pictures, failed, gridded = [], 0, 0
     with _ProgressCounter("decoded") as progress:
         for batch in decode_codes(vae_model, records, latent, mode, seed, target):
             if strict and batch.failures:
@@ -960,9 +960,10 @@ def decode(
                     folder.write(path, image)
             else:
                 pictures.append(batch.images)
-                check_grid(sum(len(p) for p in pictures), vae_model.input_shape, f"--grid {grid}", nrow)
+                gridded += len(batch.images)
+                check_grid(gridded, vae_model.input_shape, f"--grid {grid}", nrow)
             progress.advance(len(batch.paths))
-    if (folder.count if folder is not None else sum(len(p) for p in pictures)) == 0 and not failed:
+    if (folder.count if folder is not None else gridded) == 0 and not failed:
         source = "stdin" if codes == "-" else codes
         raise VaeError(f"no codes in {source}: nothing was written")
     if folder is not None:
