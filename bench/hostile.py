@@ -116,8 +116,21 @@ def _digest(path: Path) -> str | None:
 def command_cases(model: Path, scratch: Path) -> list[tuple[str, list[str]]]:
     """For every option of every command, the command's working form with that option bad."""
     base = {
-        "train": ["train", "--epochs", "1", "--limit-train", "300", "--limit-test", "100", "--hidden", "16",
-                  "--latent-dim", "2", "--out", "{out}"],  # fmt: skip
+        "train": [
+            "train",
+            "--epochs",
+            "1",
+            "--limit-train",
+            "300",
+            "--limit-test",
+            "100",
+            "--hidden",
+            "16",
+            "--latent-dim",
+            "2",
+            "--out",
+            "{out}",
+        ],  # fmt: skip
         "sample": ["sample", str(model), "--out", "{out}.png"],
         "reconstruct": ["reconstruct", str(model), "--out", "{out}.png"],
         "interpolate": ["interpolate", str(model), "0", "1", "--out", "{out}.png"],

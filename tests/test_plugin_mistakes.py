@@ -92,9 +92,16 @@ ENTRIES = {
     "vaecli.architectures": {"intarch": "careless_plugin:intarch", "fragile": "careless_plugin:fragile"},
     "vaecli.likelihoods": {
         name: f"careless_plugin:{target}"
-        for name, target in (("wrongshape", "wrongshape"), ("pixelwise", "Pixelwise"), ("scalar", "Scalar"),
-                             ("badmean", "BadMean"), ("badfit", "BadFit"), ("unwritten", "Unwritten"),
-                             ("nanlik", "NanLik"), ("evalnan", "EvalNan"))  # fmt: skip
+        for name, target in (
+            ("wrongshape", "wrongshape"),
+            ("pixelwise", "Pixelwise"),
+            ("scalar", "Scalar"),
+            ("badmean", "BadMean"),
+            ("badfit", "BadFit"),
+            ("unwritten", "Unwritten"),
+            ("nanlik", "NanLik"),
+            ("evalnan", "EvalNan"),
+        )  # fmt: skip
     },
 }
 PLUGIN = "(careless-plugin 1.0)"
@@ -132,15 +139,25 @@ def failed_line(result, code: int = 1) -> str:
     [
         ("--data keyset", f"dataset 'keyset' {PLUGIN} failed to start: KeyError: 'forgot to handle this'"),
         ("--arch intarch", f"architecture 'intarch' {PLUGIN} failed to start: ValueError: invalid literal"),
-        ("--likelihood wrongshape", f"likelihood 'wrongshape' {PLUGIN} is not a vaecli Likelihood class (got "
-                                    "function)"),  # fmt: skip
-        ("--likelihood pixelwise", f"likelihood 'pixelwise' {PLUGIN}: log_prob gives shape (2, 1, 28, 28) "
-                                   "for 2 images, expected (2,)"),  # fmt: skip
+        (
+            "--likelihood wrongshape",
+            f"likelihood 'wrongshape' {PLUGIN} is not a vaecli Likelihood class (got function)",
+        ),  # fmt: skip
+        (
+            "--likelihood pixelwise",
+            f"likelihood 'pixelwise' {PLUGIN}: log_prob gives shape (2, 1, 28, 28) "
+            "for 2 images, expected (2,)",
+        ),  # fmt: skip
         ("--likelihood scalar", f"likelihood 'scalar' {PLUGIN}: log_prob gives shape () for 2 images"),
-        ("--likelihood badmean", f"likelihood 'badmean' {PLUGIN}: mean gives shape (2, 1, 1, 28, 28) for 2 "
-                                 "images, expected (2, 1, 28, 28)"),  # fmt: skip
-        ("--likelihood badfit", f"likelihood 'badfit' {PLUGIN}: constant_fit gives shape (1, 28, 28), "
-                                "expected (1, 1, 28, 28)"),  # fmt: skip
+        (
+            "--likelihood badmean",
+            f"likelihood 'badmean' {PLUGIN}: mean gives shape (2, 1, 1, 28, 28) for 2 "
+            "images, expected (2, 1, 28, 28)",
+        ),  # fmt: skip
+        (
+            "--likelihood badfit",
+            f"likelihood 'badfit' {PLUGIN}: constant_fit gives shape (1, 28, 28), expected (1, 1, 28, 28)",
+        ),  # fmt: skip
         ("--arch fragile", f"architecture 'fragile' {PLUGIN} failed: IndexError: batch too large"),
     ],
 )

@@ -80,4 +80,3 @@ def check_nodes(root: Any, source: str) -> None:
         return total
 
     size(root, 0)
-

@@ -20,6 +20,7 @@ TEST_SEED = 1234  # the test set's k-sample bound draws the same noise every epo
 
 MAX_K = 1 << 16  # samples per image in every training step: far past any published k (5000 is eval's)
 
+
 class IwaeObjective(Objective):
     """loss = -log (1/k) sum_s p(x, z_s) / q(z_s|x), z_1..z_k ~ q(z|x): a bound on log p(x) that
     tightens as k grows. k = 1 is the ELBO, and trains exactly as ``elbo`` does (closed-form
