@@ -40,7 +40,8 @@ def run(entry: str, args: argparse.Namespace) -> dict[str, object]:
         started = time.perf_counter()
         metrics = train(config).metrics
         seconds = time.perf_counter() - started
-    finite = all(math.isfinite(v) for m in metrics for v in m.values())
+    numbers = [v for m in metrics for v in m.values() if isinstance(v, int | float) or v is None]
+    finite = all(v is not None and math.isfinite(v) for v in numbers)  # (strict JSON: null for a NaN)
     last = metrics[-1]
     return {
         "entry": entry,

@@ -60,3 +60,12 @@ def marginals_neg_elbo(mnist_root: Path, limit_train: int, limit_test: int) -> f
     rates = mnist(mnist_root, "train").images[:limit_train].double().div(255).mean(0).clamp(1e-4, 1 - 1e-4)
     test_x = prepare_fixed(Bernoulli(), mnist(mnist_root, "test").images[:limit_test], TEST_PREPARE_SEED)
     return -TorchBernoulli(probs=rates).log_prob(test_x.double()).flatten(1).sum(1).mean().item()
+
+
+@pytest.fixture(autouse=True)
+def no_progress_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain progress lines (stderr is no terminal under pytest) only in the tests that ask for
+    them: a slow machine must not add a line to the stderr other tests read."""
+    from vaecli.console import PROGRESS_ENV
+
+    monkeypatch.setenv(PROGRESS_ENV, "3600")

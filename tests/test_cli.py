@@ -125,7 +125,12 @@ def test_sample_as_safetensors(small_run, tmp_path, capsys):
         (["train", "--arch-opt", "depth=3"], 2, "no option 'depth'"),
         (["train", "--lr-schedule", "step"], 2, "--lr-schedule"),
         (["train", "--bogus"], 2, "No such option"),
-        (["train", "--sigma", "0.1"], 2, "likelihood 'bernoulli' (vaecli 0.1.0) has no option 'sigma'"),
+        (
+            ["train", "--likelihood", "bernoulli", "--sigma", "0.1"],
+            2,
+            "likelihood 'bernoulli' (vaecli 0.1.0) has no option 'sigma'",
+        ),  # fmt: skip
+        (["train", "--sigma", "0.1", "--bins", "8"], 2, "sigma is gaussian's and bins is categorical's"),
         (["train", "--likelihood", "categorical", "--bins", "1"], 2, "bins must be from 2 to 256"),
         (["train", "--likelihood", "categorical", "--bins", "300"], 2, "bins must be from 2 to 256"),
         (["train", "--likelihood", "gaussian", "--sigma", "-2"], 2, "sigma must be positive"),
@@ -244,3 +249,39 @@ def test_cli_module_does_not_import_torch():
     code = "import sys, vaecli.cli; from vaecli.config import TrainConfig; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_tab_completion_of_commands_and_options():
+    """The protocol the script from `vae --install-completion` speaks, run against the real `vae`."""
+    vae = str(Path(sys.executable).parent / "vae")
+
+    def complete(words: str) -> list[str]:
+        env = {**os.environ, "_VAE_COMPLETE": "complete_bash", "COMP_WORDS": words,
+               "COMP_CWORD": str(len(words.split()) - 1)}  # fmt: skip
+        result = subprocess.run([vae], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()
+
+    assert complete("vae tr") == ["train", "traverse"]
+    assert complete("vae train --latent") == ["--latent-dim"]
+    script = subprocess.run([vae, "--show-completion", "bash"], capture_output=True, text=True, timeout=60)
+    assert script.returncode == 0 and "complete" in script.stdout and "_VAE_COMPLETE" in script.stdout
+
+
+def test_help_is_what_a_shell_user_expects(capsys, monkeypatch):
+    """No `<bool>` on flags, arguments in capitals (not `{model}`) in the usage line, values named,
+    and a box of at most 80 columns however wide the terminal."""
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("TERMINAL_WIDTH", raising=False)
+    for command in ("sample", "encode", "interpolate", "train"):
+        assert main([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "<bool>" not in out and "<str>" not in out and "{" not in out.splitlines()[1]
+        assert max(len(line) for line in out.splitlines()) <= 80
+    assert "Usage: vae train [OPTIONS]" in out
+    assert main(["interpolate", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Usage: vae interpolate [OPTIONS] MODEL_OR_RUN A B" in out
+    assert main(["encode", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "MODEL_OR_RUN [PATH]..." in out and "--batch-size" in out and " N " in out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -273,18 +274,18 @@ def one_error_line(err: str) -> str:
 
 @pytest.fixture
 def run_dir(small_run: Path, tmp_path: Path, monkeypatch, mnist_root) -> Path:
-    """A private copy of the small trained run (eval writes eval.json into it)."""
+    """A private copy of the small trained run (eval writes its reports into it)."""
     monkeypatch.setenv("VAECLI_DATA_DIR", str(mnist_root))
     copy = tmp_path / "run"
     shutil.copytree(small_run, copy)
     return copy
 
 
-def test_cli_table_json_and_eval_json(run_dir, capsys):
+def test_cli_table_json_and_eval_files(run_dir, capsys):
     code, out, err = run(capsys, "eval", str(run_dir), "--k", "5", "--limit", "1000", "--json")
     assert code == 0, err
     numbers = json.loads(out)
-    assert numbers == json.loads((run_dir / "eval.json").read_text())
+    assert numbers == json.loads((run_dir / "eval" / "test-k5-first1000.json").read_text())
     assert numbers["images"] == 1000 and numbers["k"] == 5 and numbers["split"] == "test"
     assert numbers["data"] == "mnist" and numbers["latent_dim"] == 8 and len(numbers["kl_per_dim"]) == 8
     assert numbers["neg_elbo"] == pytest.approx(numbers["reconstruction"] + numbers["kl"])
@@ -300,7 +301,9 @@ def test_cli_table_json_and_eval_json(run_dir, capsys):
     for label in ("-ELBO", "reconstruction", "KL(q(z|x) || p(z))", "-log p(x), importance-sampled (k = 5)",
                   "gap log p(x) - ELBO", "active units:", "Cov_x(E_q[z])", "50 images"):  # fmt: skip
         assert label in out, label
-    assert json.loads((run_dir / "eval.json").read_text())["images"] == 50
+    # One file per setting: the quick look did not replace the larger evaluation.
+    assert json.loads((run_dir / "eval" / "test-k5-first50.json").read_text())["images"] == 50
+    assert json.loads((run_dir / "eval" / "test-k5-first1000.json").read_text()) == numbers
 
 
 def test_cli_model_file_and_train_split(run_dir, capsys):
@@ -309,7 +312,7 @@ def test_cli_model_file_and_train_split(run_dir, capsys):
                          "--limit", "20", "--k", "3", "--json")  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["split"] == "train"
-    assert not (run_dir / "eval.json").exists()  # only a run folder gets eval.json
+    assert not (run_dir / "eval").exists()  # only a run folder gets its evaluations saved
 
 
 def test_cli_same_seed_same_numbers(run_dir, capsys):
@@ -346,7 +349,7 @@ def test_cli_bad_options(run_dir, capsys, args, code, message):
     got, out, err = run(capsys, "eval", str(run_dir), *args)
     assert got == code
     assert message in one_error_line(err)
-    assert out == "" and not (run_dir / "eval.json").exists()
+    assert out == "" and not (run_dir / "eval").exists()
 
 
 def test_cli_bad_models(tmp_path, capsys):
@@ -360,7 +363,7 @@ def test_cli_bad_models(tmp_path, capsys):
     empty_run.mkdir()
     code, out, err = run(capsys, "eval", str(empty_run))
     assert code == 1 and "no model at" in one_error_line(err)
-    assert not (empty_run / "eval.json").exists()
+    assert not (empty_run / "eval").exists()
 
 
 def test_cli_dataset_of_another_image_shape(run_dir, tmp_path, capsys):
@@ -402,3 +405,57 @@ def test_memory_stays_bounded_for_a_huge_k(run_dir):
     small, huge = peak_mb(10), peak_mb(100_000)
     print(f"peak memory: {small:.0f} MB at k = 10, {huge:.0f} MB at k = 100,000")
     assert huge - small < 500, (small, huge)
+
+
+def test_a_model_finds_its_data_from_any_folder_without_the_variable(
+    mnist_root, tmp_path, monkeypatch, no_network_mnist, capsys
+):
+    """Trained with VAECLI_DATA_DIR=../shared/data, then used from another folder with no variable
+    set (and an empty cache, no network): eval and the pictures read the folder the model recorded."""
+    from vaecli.datasets import DATA_DIR_ENV
+    from vaecli.modelfile import read_header
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir(), (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "data").symlink_to(mnist_root, target_is_directory=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.chdir(work)
+    monkeypatch.setenv(DATA_DIR_ENV, "../shared/data")
+    tiny = ["--epochs", "1", "--limit-train", "500", "--limit-test", "100", "--hidden", "16"]
+    assert main(["train", *tiny, "--latent-dim", "2", "-q", "--device", "cpu", "--out", "runs/a"]) == 0
+    run = work / "runs" / "a"
+    header = read_header(run / "model.safetensors")
+    assert header["data"]["dir"] == str(tmp_path / "shared" / "data")
+    monkeypatch.delenv(DATA_DIR_ENV)
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["eval", str(run), "--k", "2", "--limit", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 20
+    assert main(["reconstruct", str(run), "--n", "2", "--out", "r.png"]) == 0
+    # --data-dir and the variable still come first: a folder without MNIST is refused.
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    capsys.readouterr()
+    assert main(["eval", str(run), "--k", "2", "--limit", "20", "--data-dir", str(empty)]) == 1
+    assert "MNIST is not in" in capsys.readouterr().err
+
+
+def test_each_evaluation_setting_has_its_own_file(run_dir, capsys):
+    """Split, k, limit, seed and another dataset (or other options) name the file; the model's own
+    dataset asked for by name is the same setting as by default."""
+    settings = [
+        (["--k", "2", "--limit", "10"], "test-k2-first10.json"),
+        (["--k", "2", "--limit", "10", "--data", "mnist"], "test-k2-first10.json"),
+        (["--k", "2", "--limit", "10", "--seed", "3"], "test-k2-first10-seed3.json"),
+        (["--k", "2", "--limit", "10", "--split", "train"], "train-k2-first10.json"),
+        (["--k", "3", "--limit", "10", "--data-opt", "download=false"], None),
+    ]
+    for args, name in settings:
+        code, out, err = run(capsys, "eval", str(run_dir), *args, "--json")
+        assert code == 0, err
+        if name is not None:
+            assert json.loads((run_dir / "eval" / name).read_text()) == json.loads(out)
+    names = sorted(p.name for p in (run_dir / "eval").iterdir())
+    assert len(names) == 4
+    other = [n for n in names if n.startswith("test-k3")]
+    assert len(other) == 1 and re.fullmatch(r"test-k3-first10-data_[0-9a-f]{8}\.json", other[0])

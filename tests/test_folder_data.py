@@ -169,3 +169,67 @@ def test_train_on_an_image_folder_through_the_cli(tmp_path):
                              capture_output=True, text=True)  # fmt: skip
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "is not a folder" in missing.stderr
     assert not (tmp_path / "r2").exists()
+
+
+def _colour_squares(folder: Path, n: int, size: int = 32, grey_as_rgb: bool = False) -> None:
+    """``n`` PNGs: a square of a random colour (or grey level) on black, at a random place."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    for i in range(n):
+        array = np.zeros((size, size, 3), dtype=np.uint8)
+        y, x = rng.integers(0, size // 2, 2)
+        colour = rng.integers(60, 256, 3) if not grey_as_rgb else np.full(3, rng.integers(60, 256))
+        array[y : y + size // 2, x : x + size // 2] = colour
+        Image.fromarray(array, "RGB").save(folder / f"{i:03d}.png")
+
+
+def test_a_colour_folder_trains_in_colour_by_default(tmp_path, capsys):
+    """500 colour 32x32 PNGs and no options: 3 channels at 32x32, the gaussian likelihood, each
+    choice said in one line; the samples are colour pictures."""
+    from vaecli.cli import main
+    from vaecli.modelfile import read_header
+
+    _colour_squares(tmp_path / "photos", 500)
+    run = tmp_path / "run"
+    args = ["--epochs", "1", "--hidden", "64", "--latent-dim", "4", "--device", "cpu", "--out", str(run)]
+    assert main(["train", "--data", str(tmp_path / "photos"), *args]) == 0
+    err = capsys.readouterr().err.splitlines()
+    photos = tmp_path / "photos"
+    assert err[0] == (
+        f"vae: folder {photos}: 500 images, taken as colour 32x32 (from the files; --data-opt "
+        "channels=1|3 and --data-opt size=HxW choose otherwise)"
+    )
+    chosen = "likelihood gaussian, for 8-bit colour images, dequantised (--likelihood chooses another)"
+    assert err[1] == f"vae: {chosen}"
+    assert err[2].startswith("vae: warning: an epoch is only 2 steps (") and "--batch-size 384" in err[2]
+    header = read_header(run / "model.safetensors")
+    assert header["data"]["shape"] == [3, 32, 32] and header["model"]["likelihood"] == "gaussian"
+    assert header["data"]["options"]["channels"] == 3 and header["data"]["options"]["size"] == "32x32"
+    assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    picture = np.asarray(Image.open(tmp_path / "s.png"))
+    assert picture.ndim == 3 and picture.shape[2] == 3
+    assert np.abs(picture[..., 0].astype(int) - picture[..., 1]).max() > 10  # colour, not grey
+
+
+def test_inferred_shapes_grey_as_rgb_large_images_and_given_options(tmp_path):
+    from vaecli.training.run import complete_config
+
+    _colour_squares(tmp_path / "grey", 20, grey_as_rgb=True)
+    config = complete_config(TrainConfig(data=str(tmp_path / "grey")), tell=False)
+    assert config.likelihood == "bernoulli" and config.data_options["channels"] == 1
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((100, 200, 3), dtype=np.uint8) + i * 80, "RGB").save(big / f"{i}.jpg")
+    Image.fromarray(np.zeros((50, 50), dtype=np.uint8), "L").save(big / "odd one.png")
+    config = complete_config(TrainConfig(data=str(big)), tell=False)
+    assert config.data_options["size"] == "32x64"  # the most common size, its longer side cut to 64
+    given = complete_config(
+        TrainConfig(data=str(big), likelihood="categorical", data_options={"size": "28", "channels": "1"}),
+        tell=False,
+    )
+    assert given.data_options["size"] == "28" and given.data_options["channels"] == "1"
+    assert given.likelihood == "categorical"
+    sigma = TrainConfig(likelihood_options={"sigma": "learned"})
+    assert complete_config(sigma, tell=False).likelihood == "gaussian"
+    assert complete_config(TrainConfig(), tell=False).likelihood == "bernoulli"  # MNIST: binarised digits

@@ -204,7 +204,8 @@ def test_real_plugin_package_end_to_end(shapes_plugin, tmp_path):
     numbers = json.loads(evaluated.stdout)
     assert numbers["data"] == "shapes" and numbers["images"] == 100 and numbers["latent_dim"] == 4
     assert numbers["neg_log_px"] < numbers["neg_elbo"] and "neg_log_px" in numbers["bits_per_dim"]
-    assert json.loads((run / "eval.json").read_text())["neg_log_px"] == numbers["neg_log_px"]
+    saved = sorted((run / "eval").glob("*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["neg_log_px"] == numbers["neg_log_px"]
 
     fresh = (
         f"import json; from vaecli.modelfile import load_model; m, h = load_model({str(run)!r}); "

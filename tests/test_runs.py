@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from vaecli.cli import main
 from vaecli.config import TrainConfig, load_config_file
 from vaecli.errors import UsageError, VaeError
 from vaecli.fileio import atomic_path
+from vaecli.runs import LOCK_FILE, run_folder_lock
 from vaecli.train import TrainingInterrupted, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -377,3 +379,40 @@ def test_a_run_begun_before_the_output_offset_resumes_without_one(mnist_root, tm
     save_file(tensors, str(checkpoint), metadata)
     with pytest.raises(VaeError, match="does not fit this run's model"):
         train(load_config_file(old / "config.yaml"), resume=True)
+
+
+@pytest.mark.slow
+def test_a_run_folder_has_one_writer_at_a_time(mnist_root, tmp_path, capsys):
+    """Two `vae train --force --out SAME` at once: the second is refused in one line, naming the
+    first's process, and the first's metrics.jsonl stays its own (epochs 1, 2, ... once each)."""
+    run = tmp_path / "run"
+    args = ["--epochs", "20", "--limit-train", "5000", "--limit-test", "300", "--hidden", "32", "-q"]
+    first = _start(["train", *args, "--force", "--out", str(run)], mnist_root)
+    _wait_for(run / "metrics.jsonl", first)
+    while not (run / CHECKPOINT_FILE).is_file():  # (written after metrics.jsonl)
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.05)
+    second = main(["train", "--data-dir", str(mnist_root), *args, "--force", "--out", str(run)])
+    resumed = main(["train", "--resume", str(run)])
+    err = capsys.readouterr().err.splitlines()
+    assert second == 1 and resumed == 1
+    holder = f"pid {first.pid} on {socket.gethostname()}"  # (from /proc/locks: nothing is written)
+    assert err[0] == (
+        f"vae: error: {run} is being written by another vae train ({holder}); "
+        "wait for it to end, or choose another --out"
+    )
+    assert len(err) == 2 and err[1] == err[0]
+    assert first.poll() is None  # the first run is untouched and still training
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == 143
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, len(epochs) + 1))
+    # Once the first has ended, the kernel has released its lock: the folder can be written again.
+    with run_folder_lock(run):
+        assert (run / LOCK_FILE).is_file()
+
+
+def test_a_failed_start_leaves_no_folder_for_the_lock(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["train", "--data", "folder:" + str(tmp_path / "nothing"), "--out", str(out)]) != 0
+    assert not out.exists()

@@ -15,10 +15,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import vaecli
 from vaecli.config import MAX_SEED, EvalConfig, TrainConfig
+from vaecli.console import ConsoleObserver, ProgressCounter, one_line, printable, progress_bar
 from vaecli.errors import Stopped, UsageError, VaeError
 
 try:  # typer >= 0.20 ships its own copy of click
@@ -33,13 +33,12 @@ DEBUG_ENV = "VAECLI_DEBUG"
 app = typer.Typer(
     name="vae",
     help="Variational autoencoders: train, sample, evaluate and encode.",
-    add_completion=False,
+    add_completion=True,  # vae --install-completion: tab completion in bash, zsh, fish, PowerShell
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-stderr = Console(stderr=True, highlight=False)
 
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
@@ -74,68 +73,6 @@ def _root(
         os.environ[DEBUG_ENV] = "1"
 
 
-class ConsoleObserver:
-    """Draws a progress bar (only on a terminal) and one row per epoch on stderr."""
-
-    COLUMNS = {
-        "train_loss": "loss",
-        "train_neg_elbo": "train -ELBO",
-        "test_neg_elbo": "test -ELBO",
-        "test_reconstruction": "recon",
-        "test_kl": "KL",
-    }
-    #: Numbers some objectives add to the row (a test key of another objective is shown by its name).
-    EXTRA = {"test_neg_iw_bound": "test -IW"}
-    KNOWN = {"epoch", "test_bits_per_dim", "images_per_s", "seconds", "elapsed", "skipped_steps"}
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.progress: Progress | None = None
-        self.task: Any = None
-        self.header_done = False
-
-    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
-        if self.quiet or not stderr.is_terminal:
-            return
-        self.progress = Progress(
-            TextColumn(f"epoch {epoch}/{epochs}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=stderr,
-            transient=True,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=steps)
-
-    def on_step(self, step: int) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=step)
-
-    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
-        if self.quiet:
-            return
-        extra = [
-            k for k in metrics if k.startswith("test_") and k not in self.COLUMNS and k not in self.KNOWN
-        ]
-        if not self.header_done:
-            names = ["epoch", *self.COLUMNS.values(), *(self.EXTRA.get(k, k[5:]) for k in extra)]
-            stderr.print("  ".join(f"{c:>11}" for c in [*names, "bits/dim", "img/s"]), soft_wrap=True)
-            self.header_done = True
-        bpd = metrics.get("test_bits_per_dim")
-        cells = [
-            f"{metrics['epoch']:>11d}",
-            *(f"{metrics[key]:>11.2f}" for key in [*self.COLUMNS, *extra]),
-            f"{bpd:>11.4f}" if bpd is not None else f"{'-':>11}",
-            f"{metrics['images_per_s']:>11.0f}",
-        ]
-        stderr.print("  ".join(cells), soft_wrap=True)
-
-
-@app.command()
 def train(
     ctx: typer.Context,
     config: Annotated[
@@ -149,7 +86,11 @@ def train(
     data_dir: DataDirOpt = None,
     data_opt: DataOptOpt = None,
     likelihood: Annotated[
-        str, typer.Option(help="Decoder distribution, e.g. bernoulli.")
+        str,
+        typer.Option(
+            help="Decoder distribution: bernoulli, gaussian, categorical (or a plugin's); auto: bernoulli "
+            "for MNIST and grey images, gaussian for colour ones."
+        ),
     ] = TrainConfig.likelihood,
     likelihood_opt: Annotated[
         list[str] | None, typer.Option(help="A likelihood option KEY=VALUE (repeatable).")
@@ -442,7 +383,6 @@ def _given_on_command_line(ctx: typer.Context, allowed: set[str]) -> set[str]:
     return keys & allowed
 
 
-@app.command()
 def sample(
     model: ModelArg,
     n: Annotated[int, typer.Option("--n", help="How many images.")] = 64,
@@ -475,10 +415,9 @@ def sample(
                    grid=format == "png")  # fmt: skip
     _write_output(out, encode_samples(samples, format, nrow))
     if out != "-":
-        stderr.print(f"wrote {n} samples to {out}")
+        _note(f"wrote {n} samples to {out}")
 
 
-@app.command()
 def plugins(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout instead.")] = False,
 ) -> None:
@@ -526,10 +465,9 @@ def _data_choice(data: str | None, data_dir: str | None, data_opt: list[str] | N
 def _write_picture(picture: Any, out: str) -> None:
     _write_output(out, picture.png)
     if out != "-":
-        stderr.print(f"wrote {out}: {picture.note}", soft_wrap=True)
+        _note(f"wrote {out}: {picture.note}")
 
 
-@app.command()
 def reconstruct(
     model: ModelArg,
     paths: Annotated[
@@ -555,7 +493,6 @@ def reconstruct(
     _write_picture(picture, out)
 
 
-@app.command()
 def interpolate(
     model: ModelArg,
     a: Annotated[str, typer.Argument(help="An image file, DATA:INDEX (e.g. mnist:3) or INDEX.")],
@@ -579,7 +516,6 @@ def interpolate(
     _write_picture(draw(model, a, b, steps, slerp, choice, mode, seed, device), out)
 
 
-@app.command()
 def traverse(
     model: ModelArg,
     dims: Annotated[
@@ -608,7 +544,6 @@ def traverse(
     _write_picture(draw(model, chosen, range_, steps, count, choice, mode, seed, device), out)
 
 
-@app.command()
 def plot(
     run: Annotated[str, typer.Argument(help="A run folder (or its metrics.jsonl).")],
     out: Annotated[str, typer.Option(help="Output PNG; - writes to stdout.")] = "curves.png",
@@ -621,10 +556,9 @@ def plot(
     rows = read_metrics(run)
     _write_output(out, curves_png(rows))
     if out != "-":
-        stderr.print(f"wrote {out}: {len(rows)} epochs")
+        _note(f"wrote {out}: {len(rows)} epochs")
 
 
-@app.command(name="map")
 def latent_map(
     model: ModelArg,
     data: DataOpt = None,
@@ -643,7 +577,6 @@ def latent_map(
     _write_picture(draw(model, _data_choice(data, data_dir, data_opt), n, seed, device), out)
 
 
-@app.command("eval")
 def eval_command(
     model: ModelArg,
     data: Annotated[
@@ -680,34 +613,12 @@ def eval_command(
         limit=limit,
         device=device,
     )
-    with _progress_bar("evaluating") as progress:
+    with progress_bar("evaluating") as progress:
         report = evaluate_model(config, progress)
     if json_output:
         print(strict_json(report.to_dict(), indent=2))
     else:
         _print_eval_report(report)
-
-
-@contextlib.contextmanager
-def _progress_bar(what: str) -> Iterator[Callable[[int, int], None]]:
-    """A transient progress bar on stderr (only on a terminal), fed by (done, total) calls."""
-    bars: list[tuple[Progress, Any]] = []
-
-    def update(done: int, total: int) -> None:
-        if not stderr.is_terminal:
-            return
-        if not bars:
-            columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-            bar = Progress(*columns, console=stderr, transient=True)
-            bar.start()
-            bars.append((bar, bar.add_task(what, total=total)))
-        bars[0][0].update(bars[0][1], completed=done)
-
-    try:
-        yield update
-    finally:
-        for bar, _ in bars:
-            bar.stop()
 
 
 def _print_eval_report(report: Any) -> None:
@@ -751,46 +662,6 @@ def _print_eval_report(report: Any) -> None:
     console.print(dims)
 
 
-class _ProgressCounter:
-    """Counts images on stderr (a live line only when stderr is a terminal); reports skipped inputs."""
-
-    def __init__(self, what: str) -> None:
-        self.progress: Progress | None = None
-        if stderr.is_terminal:
-            from rich.progress import SpinnerColumn, TimeElapsedColumn
-
-            self.progress = Progress(
-                SpinnerColumn(), TextColumn(f"{what} {{task.completed}} images"), TimeElapsedColumn(),
-                console=stderr, transient=True,
-            )  # fmt: skip
-            self.task = self.progress.add_task(what, total=None)
-
-    def __enter__(self) -> _ProgressCounter:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def advance(self, n: int) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, advance=n)
-
-    def skipped(self, where: str, reason: str) -> None:
-        line = f"vae: warning: skipping {_printable(where)}: {_one_line(reason)}"
-        if self.progress is not None:
-            self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
-        else:
-            print(line, file=sys.stderr, flush=True)
-
-
-def _printable(text: str) -> str:
-    """``text`` on one line: control characters (a newline in a file name) shown escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def _note(line: str) -> None:
     """One line on stderr, never wrapped."""
     print(line, file=sys.stderr, flush=True)
@@ -801,7 +672,6 @@ def _check_outputs(files: list[Path], force: bool) -> None:
         _check_output(str(file), force)
 
 
-@app.command()
 def encode(
     model: ModelArg,
     paths: Annotated[
@@ -863,13 +733,13 @@ def encode(
     if to_file:
         _check_outputs(output_files(chosen_format, output, chosen_fields), force)
     encoder = ImageEncoder.load(model, device, fit)  # a missing or bad model stops here, before any work
-    empty = lambda folder: _note(f"vae: warning: no image files in {_printable(folder)}")  # noqa: E731
+    empty = lambda folder: _note(f"vae: warning: no image files in {printable(folder)}")  # noqa: E731
     found = expand_paths(given, sys.stdin.buffer, null, on_empty_folder=empty)
     batches = encode_files(encoder, found, batch_size, workers, sample="z" in chosen_fields, seed=seed)
     failed = 0
     metadata = {"model": str(Path(model).resolve())}
     with (
-        _ProgressCounter("encoded") as progress,
+        ProgressCounter("encoding") as progress,
         open_writer(
             chosen_format, output, chosen_fields, encoder.latent_dim, sys.stdout.buffer, metadata
         ) as out,
@@ -878,7 +748,7 @@ def encode(
             if strict and batch.failures:
                 first = batch.failures[0]
                 out.write(batch.head(first.before))
-                raise VaeError(f"cannot read {_printable(first.where)}: {first.reason} (stopped by --strict)")
+                raise VaeError(f"cannot read {printable(first.where)}: {first.reason} (stopped by --strict)")
             for failure in batch.failures:
                 progress.skipped(failure.where, failure.reason)
             failed += len(batch.failures)
@@ -892,7 +762,6 @@ def encode(
         raise typer.Exit(code=1)
 
 
-@app.command()
 def decode(
     model: ModelArg,
     codes: Annotated[
@@ -947,7 +816,7 @@ def decode(
     records = read_codes(codes, format, batch_size, vae_model.latent_dim, sys.stdin.buffer)
     folder = ImageFolderWriter(out) if out is not None else None
     pictures, failed, gridded = [], 0, 0
-    with _ProgressCounter("decoded") as progress:
+    with ProgressCounter("decoding") as progress:
         for batch in decode_codes(vae_model, records, latent, mode, seed, target):
             if strict and batch.failures:
                 first = batch.failures[0]
@@ -1008,11 +877,7 @@ def _write_output(out: str, payload: bytes) -> None:
 
 
 def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
-    print(f"vae: warning: {_one_line(str(message))}", file=sys.stderr)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    print(f"vae: warning: {one_line(str(message))}", file=sys.stderr)
 
 
 MAX_PROCESSES = 1024  # --nproc and --workers: each is a process of its own
@@ -1038,10 +903,80 @@ def _signals_stop() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+MODELS = "Train and use a model"
+PICTURES = "Pictures of a model"
+EXTEND = "Extend"
+
+#: The commands in the order a user meets them, grouped as ``vae --help`` shows them, each with
+#: the one line that help gives it.
+COMMANDS: list[tuple[str, Callable[..., Any], str, str]] = [
+    ("train", train, MODELS, "Train a VAE; prints the run folder."),
+    ("sample", sample, MODELS, "Draw images: z from the prior, then the decoder."),
+    ("eval", eval_command, MODELS, "Score a model: -ELBO, -log p(x), active units."),
+    ("encode", encode, MODELS, "Image files to latent codes (mu, logvar, z)."),
+    ("decode", decode, MODELS, "Latent codes to images: PNG files or a grid."),
+    ("reconstruct", reconstruct, PICTURES, "Images beside their reconstructions."),
+    ("interpolate", interpolate, PICTURES, "Decode along the line between two codes."),
+    ("traverse", traverse, PICTURES, "Sweep each latent dimension, the others at 0."),
+    ("map", latent_map, PICTURES, "The test set's codes in 2-D, coloured by label."),
+    ("plot", plot, PICTURES, "A run's training curves from metrics.jsonl."),
+    ("plugins", plugins, EXTEND, "Every registered part and the package it is from."),
+]
+for _name, _function, _panel, _summary in COMMANDS:
+    app.command(_name, rich_help_panel=_panel, short_help=_summary)(_function)
+
+
+#: What a value is called in help and usage lines, by its type (others: by the option's name).
+METAVARS: dict[Any, str] = {int: "N", float: "X"}
+ARGUMENT_METAVARS = {"model": "MODEL_OR_RUN", "paths": "[PATH]...", "codes": "[CODES]"}
+
+
+def _tidy_help(group: Any) -> None:
+    """Help as a shell user expects it: flags without a type, values named (N, X, KEY=VALUE, the
+    option's own name), arguments in capitals in the usage line, and a box at most 80 columns
+    wide on a wide terminal."""
+    import shutil
+
+    from typer import rich_utils
+
+    if not os.environ.get("TERMINAL_WIDTH"):
+        rich_utils.MAX_WIDTH = min(80, shutil.get_terminal_size().columns)
+    for command in [group, *group.commands.values()]:
+        command.get_help_option = _without_type(command.get_help_option)
+        for param in command.params:
+            if param.metavar is not None:
+                continue
+            if param.param_type_name == "argument":
+                param.metavar = ARGUMENT_METAVARS.get(param.name, param.name.upper())
+                # (typer >= 0.2x writes a required argument as {name} in the usage line, with a type)
+                param._usage_display_name = lambda name=param.metavar: name
+                param.display_type_rich = lambda ctx: None
+            elif getattr(param, "is_flag", False):
+                param.metavar = ""
+            elif param.opts[0].endswith("-opt"):
+                param.metavar = "NAME.KEY=VALUE" if param.opts[0] == "--callback-opt" else "KEY=VALUE"
+            else:
+                named = param.opts[0].lstrip("-").upper().replace("-", "_")
+                param.metavar = METAVARS.get(getattr(param.type_descriptor, "annotation", None), named)
+
+
+def _without_type(get_help_option: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``--help`` shown as the flag it is, with no ``<bool>``."""
+
+    def get(ctx: Any) -> Any:
+        option = get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    return get
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``vae`` and return its exit code (0 ok, 1 run-time failure, 2 bad usage)."""
     _ARGV[:] = sys.argv[1:] if argv is None else argv
     command = typer.main.get_command(app)
+    _tidy_help(command)
     debug = lambda: os.environ.get(DEBUG_ENV, "") not in ("", "0")  # noqa: E731
     try:
         with warnings.catch_warnings(), _signals_stop():
@@ -1051,23 +986,23 @@ def main(argv: list[str] | None = None) -> int:
         return result if isinstance(result, int) else 0
     except click_exceptions.UsageError as exc:
         where = f"{exc.ctx.command_path}: " if exc.ctx is not None else "vae: "
-        message = _one_line(exc.format_message())
+        message = one_line(exc.format_message())
         if message:  # (bare `vae` prints the help, and nothing more)
             print(f"{where}error: {message}", file=sys.stderr)
         return 2
     except click_exceptions.ClickException as exc:
-        print(f"vae: error: {_one_line(exc.format_message())}", file=sys.stderr)
+        print(f"vae: error: {one_line(exc.format_message())}", file=sys.stderr)
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         print("vae: interrupted", file=sys.stderr)
         return 130
     except VaeError as exc:
         if exc.exit_code >= 128:  # stopped by a signal, after saving: not an error
-            print(f"vae: {_one_line(str(exc))}", file=sys.stderr)
+            print(f"vae: {one_line(str(exc))}", file=sys.stderr)
             return exc.exit_code
         if debug():
             traceback.print_exc()
-        print(f"vae: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"vae: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         # The reader went away (e.g. `vae ... | head`): not our failure to report.
@@ -1092,7 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
         culprit = plugin_of(exc)
         where = f"{culprit} failed: " if culprit else ""
         print(
-            f"vae: error: {where}{type(exc).__name__}: {_one_line(str(exc))} (run with --debug for details)",
+            f"vae: error: {where}{type(exc).__name__}: {one_line(str(exc))} (run with --debug for details)",
             file=sys.stderr,
         )
         return 1

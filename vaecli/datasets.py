@@ -15,12 +15,14 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from vaecli import registry
 from vaecli.errors import UsageError, VaeError
 from vaecli.options import as_bool, as_float, as_int, call_with_options
+from vaecli.suggestions import Suggestion, suggest_folder
 
 DATA_DIR_ENV = "VAECLI_DATA_DIR"
 SPLITS = ("train", "test")
@@ -79,6 +81,39 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
     if os.environ.get(DATA_DIR_ENV):
         return Path(os.environ[DATA_DIR_ENV]).expanduser()
     return default_data_dir()
+
+
+def absolute_data_dir(data_dir: str | os.PathLike[str] | None) -> str:
+    """The data folder :func:`resolve_data_dir` picks, as an absolute path: what a model records,
+    so that it finds its data again from any folder and without the environment variable."""
+    return os.path.abspath(resolve_data_dir(data_dir))
+
+
+def model_data_dir(header: dict[str, Any], data_dir: str | None) -> str | None:
+    """The data folder for a command that uses a model's dataset: ``--data-dir``, else
+    ``$VAECLI_DATA_DIR``, else the folder the model was trained from (if it still exists; files
+    from before it was recorded in ``data.dir`` hold it as ``training.data_dir``, if given), else
+    None (the default cache)."""
+    if data_dir or os.environ.get(DATA_DIR_ENV):
+        return data_dir
+    for section, key in (("data", "dir"), ("training", "data_dir")):
+        part = header.get(section)
+        recorded = part.get(key) if isinstance(part, dict) else None
+        if isinstance(recorded, str) and recorded and Path(recorded).is_dir():
+            return recorded
+    return None
+
+
+def suggest(name: str, options: dict[str, Any]) -> Suggestion:
+    """What the dataset ``name`` with ``options`` suggests (its factory's ``suggest(**options)``;
+    none for one without)."""
+    hook = getattr(registry.datasets.load(name), "suggest", None)
+    if hook is None:
+        return Suggestion()
+    suggestion = call_with_options(hook, registry.datasets.describe(name), (), options)
+    if not isinstance(suggestion, Suggestion):
+        raise VaeError(f"{registry.datasets.describe(name)}: suggest() did not give a vaecli Suggestion")
+    return suggestion
 
 
 def load_dataset(
@@ -284,3 +319,5 @@ def _folder_shape(path: str = "", size: str | int = 28, channels: str | int = 1,
 # A dataset factory's shape_of(**options) tells the image shape without reading any image.
 mnist.shape_of = _mnist_shape  # type: ignore[attr-defined]
 folder.shape_of = _folder_shape  # type: ignore[attr-defined]
+# A dataset factory's suggest(**options) infers options left out and the likelihood that suits it.
+folder.suggest = suggest_folder  # type: ignore[attr-defined]

@@ -13,6 +13,8 @@ samples, each one vectorised computation, so memory stays bounded for any k.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vaecli.datasets import load_dataset
+from vaecli.datasets import load_dataset, model_data_dir
 from vaecli.devices import choose_device
 from vaecli.errors import UsageError, VaeError
 from vaecli.fileio import strict_json, write_text_atomic
@@ -38,7 +40,8 @@ TEST_PREPARE_SEED = 0  # the test set is prepared (e.g. binarised) once, the sam
 ACTIVE_THRESHOLD = 0.01  # a latent dimension is active when Cov_x(E_q[z_d]) exceeds this
 CHUNK_BYTES = 256 << 20  # the working memory of one chunk of decoded samples
 MAX_CHUNK_SAMPLES = 8192  # more decoded samples at once gains no speed
-EVAL_FILE = "eval.json"
+#: A run folder's evaluations: one file per setting, so a quick look never replaces a long one.
+EVAL_FOLDER = "eval"
 
 Progress = Callable[[int, int], None]  # (images done, images in all)
 
@@ -287,22 +290,16 @@ def evaluate(
 
 def evaluate_model(config: EvalConfig, progress: Progress | None = None) -> EvalReport:
     """``vae eval``: load the model, its dataset (or the one asked for) prepared as training
-    prepared its test set, evaluate, and save ``eval.json`` in the run folder if given one."""
+    prepared its test set, evaluate, and save the report in the run folder if given one, as
+    ``eval/`` + :func:`eval_file_name`."""
     config.validate()
     device = choose_device(config.device)
     path = model_path(config.model)
     model, header = load_model(path, device)
-    recorded = header.get("data") if isinstance(header.get("data"), dict) else {}
-    if config.data is None:
-        name = recorded.get("name")
-        if not isinstance(name, str):
-            raise UsageError(f"{path} does not record the dataset it was trained on; pass --data NAME")
-        recorded_options = recorded.get("options") if isinstance(recorded.get("options"), dict) else {}
-        data_name, data_options = name, {**recorded_options, **config.data_options}
-    else:
-        data_name, data_options = config.data, config.data_options
+    data_name, data_options = _dataset_of(config.data, config.data_options, header, path)
     shape = tuple(model.spec.input_shape) if model.spec is not None else None
-    data = load_dataset(data_name, config.split, data_options, config.data_dir, config.limit, shape)
+    data_dir = model_data_dir(header, config.data_dir)
+    data = load_dataset(data_name, config.split, data_options, data_dir, config.limit, shape)
     wanted = tuple(model.spec.input_shape) if model.spec is not None else data.shape
     if data.shape != wanted:
         raise VaeError(
@@ -320,5 +317,39 @@ def evaluate_model(config: EvalConfig, progress: Progress | None = None) -> Eval
         "device": str(device),
     }
     if Path(config.model).is_dir():
-        write_text_atomic(Path(config.model) / EVAL_FILE, strict_json(report.to_dict(), indent=2) + "\n")
+        own = (data_name, data_options) == _dataset_of(None, {}, header, path)
+        saved = Path(config.model) / EVAL_FOLDER / eval_file_name(config, None if own else data_options)
+        saved.parent.mkdir(exist_ok=True)
+        write_text_atomic(saved, strict_json(report.to_dict(), indent=2) + "\n")
     return report
+
+
+def _dataset_of(
+    data: str | None, options: dict[str, Any], header: dict[str, Any], path: Path
+) -> tuple[str, dict[str, Any]]:
+    """The dataset asked for, else the model's own with its recorded options (``options`` on top)."""
+    if data is not None:
+        return data, options
+    recorded = header.get("data") if isinstance(header.get("data"), dict) else {}
+    name = recorded.get("name")
+    if not isinstance(name, str):
+        raise UsageError(f"{path} does not record the dataset it was trained on; pass --data NAME")
+    recorded_options = recorded.get("options") if isinstance(recorded.get("options"), dict) else {}
+    return name, {**recorded_options, **options}
+
+
+def eval_file_name(config: EvalConfig, other_data: dict[str, Any] | None = None) -> str:
+    """The setting an evaluation was made with, as a file name: ``test-k5000.json``, with
+    ``-first200`` for ``--limit 200``, ``-seed3`` for another seed, and the dataset's name and a
+    hash of its options (``other_data``) when not the model's own were asked for. The same setting
+    again replaces its own file only."""
+    parts = [config.split, f"k{config.k}"]
+    if config.limit is not None:
+        parts.append(f"first{config.limit}")
+    if config.seed:
+        parts.append(f"seed{config.seed}")
+    if other_data is not None:
+        name = config.data or "data"
+        digest = hashlib.sha256(json.dumps(other_data, sort_keys=True, default=str).encode()).hexdigest()
+        parts.append("".join(c if c.isalnum() or c in "._" else "_" for c in name)[:40] + "_" + digest[:8])
+    return "-".join(parts) + ".json"

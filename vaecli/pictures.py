@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from vaecli.config import TrainConfig
+from vaecli.datasets import model_data_dir
 from vaecli.errors import UsageError, VaeError
 from vaecli.evaluation import kl_per_dimension
 from vaecli.images import check_grid, grid_png
@@ -59,19 +60,7 @@ def _dataset_config(header: dict[str, Any], choice: DataChoice) -> TrainConfig:
         config = TrainConfig(data=name, data_options=options)
         if config.data == own_name:  # the model's own dataset: its options (e.g. size) by default
             options = {**own_options, **config.data_options}
-    return TrainConfig(data=name, data_dir=_data_dir(header, choice), data_options=options)
-
-
-def _data_dir(header: dict[str, Any], choice: DataChoice) -> str | None:
-    """--data-dir, else $VAECLI_DATA_DIR, else the folder the model was trained from (if it
-    still exists), else the default cache."""
-    from vaecli.datasets import DATA_DIR_ENV
-
-    if choice.data_dir or os.environ.get(DATA_DIR_ENV):
-        return choice.data_dir
-    training = header.get("training") if isinstance(header.get("training"), dict) else {}
-    trained_dir = training.get("data_dir")
-    return trained_dir if isinstance(trained_dir, str) and Path(trained_dir).is_dir() else None
+    return TrainConfig(data=name, data_dir=model_data_dir(header, choice.data_dir), data_options=options)
 
 
 def load_test_split(model: VAE, header: dict[str, Any], choice: DataChoice) -> Inputs:

@@ -47,6 +47,8 @@ def choose_precision(request: str, device: torch.device, cuda_bf16: bool | None 
             has_bf16 = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
             request = "bf16" if has_bf16 else "32"
         else:
+            # CPUs stay float32 unless asked: bfloat16 rounds each product's inputs to 8 significant
+            # bits, and a CPU without bfloat16 instructions converts in software (slower, not faster).
             request = "32"
     return MODES[request]
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,12 @@ from vaecli.distributed import Ranks
 from vaecli.evaluation import TEST_PREPARE_SEED, prepare_fixed
 from vaecli.modelfile import MODEL_FILE
 from vaecli.precision import choose_precision
-from vaecli.runs import discard_unresumable
+from vaecli.runs import discard_unresumable, run_folder_lock
 from vaecli.training.callbacks import Callback, Callbacks, build_callbacks
 from vaecli.training.interrupts import Interrupts, TrainingInterrupted
 from vaecli.training.loop import fit
 from vaecli.training.outputs import run_folder_callbacks
-from vaecli.training.run import require_run_parts, start_run
+from vaecli.training.run import choose_run_dir, complete_config, require_run_parts, start_run
 
 __all__ = [
     "TEST_PREPARE_SEED",
@@ -41,6 +42,17 @@ class TrainResult:
     is_main: bool = True  # False on the ranks of a distributed run other than 0
 
 
+def _ordered(chosen: list[Any], callbacks: Any | Sequence[Any] | None) -> list[Any]:
+    """The run folder's own callbacks, then the config's, then the caller's, then the signals'."""
+    given = [] if callbacks is None else list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
+    return [
+        *((c, None) for c in run_folder_callbacks()),
+        *chosen,
+        *((c, None) for c in given),
+        (Interrupts(), None),  # last: a signal during a step's hooks stops after all of them
+    ]
+
+
 def train(
     config: TrainConfig, callbacks: Any | Sequence[Any] | None = None, resume: bool = False
 ) -> TrainResult:
@@ -52,29 +64,23 @@ def train(
     checkpoints."""
     if resume and config.out:
         require_run_parts(Path(config.out))
+    ranks = Ranks.from_env()
+    config = complete_config(config, tell=ranks.is_main)
     config.validate()
     chosen = build_callbacks(config.callbacks)  # (a missing package stops here, before any work)
-    ranks = Ranks.from_env()
     device = ranks.device(choose_device(config.device))
     precision = choose_precision(config.precision, device)
     distributed.start(ranks, device)
     try:
-        run = start_run(config, resume, ranks, device, precision)
-        given = (
-            [] if callbacks is None else list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
-        )
-        ordered = [
-            *((c, None) for c in run_folder_callbacks()),
-            *chosen,
-            *((c, None) for c in given),
-            (Interrupts(), None),  # last: a signal during a step's hooks stops after all of them
-        ]
-        try:
-            fit(run, Callbacks(ordered, ranks.is_main))
-        except BaseException:
-            if not resume and ranks.is_main:
-                discard_unresumable(run.run_dir)
-            raise
+        run_dir = choose_run_dir(config, resume)
+        with run_folder_lock(run_dir) if ranks.is_main else contextlib.nullcontext():
+            run = start_run(config, resume, ranks, device, precision, run_dir)
+            try:
+                fit(run, Callbacks(_ordered(chosen, callbacks), ranks.is_main))
+            except BaseException:
+                if not resume and ranks.is_main:
+                    discard_unresumable(run.run_dir)
+                raise
         return TrainResult(run.run_dir, run.run_dir / MODEL_FILE, run.history, ranks.is_main)
     finally:
         distributed.stop(ranks)

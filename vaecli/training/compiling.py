@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 
 def compile_model(net: torch.nn.Module) -> torch.nn.Module:
-    """``torch.compile`` the training forward pass (fused kernels, less per-step overhead)."""
+    """``torch.compile`` the training forward pass (fused kernels, less per-step overhead). Opt-in:
+    on a CPU it saves about a tenth of a step, which repays a cold compilation (about 20 s) only
+    over long runs."""
     return torch.compile(net)  # type: ignore[return-value]
 
 

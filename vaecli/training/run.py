@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ from vaecli.checkpoint import (
     rng_states,
     save_checkpoint,
 )
-from vaecli.config import TrainConfig
-from vaecli.datasets import ImageData, load_dataset
+from vaecli.config import AUTO, TrainConfig
+from vaecli.console import note
+from vaecli.datasets import ImageData, absolute_data_dir, load_dataset, suggest
 from vaecli.distributed import Ranks
 from vaecli.errors import UsageError, VaeError
 from vaecli.evaluation import TEST_PREPARE_SEED, prepare_fixed
@@ -126,14 +128,55 @@ class TrainingRun:
             save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scheduler, state)
 
 
-def choose_run_dir(config: TrainConfig, resume: bool, ranks: Ranks) -> Path:
-    """The run folder: checked to be free for a new run, or to hold a checkpoint to resume."""
+#: Fewer optimiser steps than this per epoch is warned about (450 images at batch 384: 2 steps).
+FEW_STEPS = 10
+#: The likelihood a shortcut option implies under ``auto``: ``--sigma`` gaussian, ``--bins`` categorical.
+IMPLIED_BY_OPTION = {"sigma": "gaussian", "bins": "categorical"}
+
+
+def complete_config(config: TrainConfig, tell: bool = True) -> TrainConfig:
+    """A run's settings with what its data suggest filled in: options the dataset infers (a
+    folder's image size and channels) and, for ``likelihood: auto``, the likelihood that suits the
+    images (or the one a shortcut option belongs to); each choice is said in one line (``tell``)."""
+    if config.likelihood == AUTO:
+        options = config.likelihood_options
+        implied = {key: IMPLIED_BY_OPTION[key] for key in options if key in IMPLIED_BY_OPTION}
+        if len(set(implied.values())) > 1:
+            owners = " and ".join(f"{key} is {name}'s" for key, name in implied.items())
+            raise UsageError(f"options of two likelihoods ({owners}): choose one with --likelihood")
+        if implied:
+            return replace(config, likelihood=next(iter(implied.values())))
+    suggestion = suggest(config.data, dict(config.data_options))
+    auto = config.likelihood == AUTO
+    for line in (suggestion.options_note, suggestion.likelihood_note if auto else None):
+        if tell and line:
+            note(line)
+    return replace(
+        config,
+        likelihood=suggestion.likelihood if auto else config.likelihood,
+        data_options={**suggestion.options, **config.data_options},
+    )
+
+
+def warn_if_few_steps(config: TrainConfig, steps: int, images: int) -> None:
+    """A whole dataset (not one cut by --limit-train) that makes epochs of a handful of steps."""
+    if config.limit_train is None and steps < FEW_STEPS:
+        warnings.warn(
+            f"an epoch is only {steps} step{'s' if steps > 1 else ''} ({images} training images at "
+            f"--batch-size {config.batch_size}),"
+            f" so each changes the model little: a smaller --batch-size (e.g. {max(8, images // 20)}) or"
+            " more --epochs trains it further",
+            stacklevel=3,
+        )
+
+
+def choose_run_dir(config: TrainConfig, resume: bool) -> Path:
+    """The run folder: ``--out``, else the first free ``runs/DATA-LIKELIHOOD-ARCH[-N]``; one to
+    resume must hold a checkpoint."""
     stem = f"{config.data}-{config.likelihood}-{config.arch}".replace(":", "_").replace("/", "_")
     run_dir = Path(config.out) if config.out else default_run_dir(stem)
     if resume and not (run_dir / CHECKPOINT_FILE).is_file():
         raise VaeError(f"{run_dir} has no {CHECKPOINT_FILE} to resume from")
-    if not resume and ranks.is_main:
-        check_run_dir(run_dir, config.force)
     return run_dir
 
 
@@ -195,11 +238,12 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
 
 
 def start_run(
-    config: TrainConfig, resume: bool, ranks: Ranks, device: torch.device, precision: Precision
+    config: TrainConfig, resume: bool, ranks: Ranks, device: torch.device, precision: Precision, run_dir: Path
 ) -> TrainingRun:
     """Set up a run: a new one (its folder created, config.yaml written) or one resumed from its
     checkpoint (metrics.jsonl cut back to the checkpoint's epoch)."""
-    run_dir = choose_run_dir(config, resume, ranks)
+    if not resume and ranks.is_main:
+        check_run_dir(run_dir, config.force)  # (a new run: checked to be free before any work)
     train_data, test_data = load_split(config, "train"), load_split(config, "test")
     if train_data.shape != test_data.shape:
         raise UsageError(f"dataset '{config.data}': train and test images differ in shape")
@@ -220,6 +264,8 @@ def start_run(
         prepare_fixed(model.likelihood, test_images, TEST_PREPARE_SEED), {},
     )  # fmt: skip
     run.scheduler = make_scheduler(optimizer, config, run.steps_per_epoch)
+    if ranks.is_main and not resume:
+        warn_if_few_steps(config, run.steps_per_epoch, len(train_data))
     resolved = resolved_config(config, model, objective, run_dir)
     run.info = model_info(config, train_data, model, resolved)
     if resume:
@@ -262,8 +308,9 @@ def resolved_config(config: TrainConfig, model: VAE, objective: Objective, run_d
     """config.yaml: the architecture's and the objective's options with their defaults, as the
     model file holds them."""
     arch = dict(model.spec.architecture_options) if model.spec else dict(config.arch_options)
-    return {**asdict(config), "arch_options": arch, "objective_options": objective.options(),
-            "out": str(run_dir), "force": False}  # fmt: skip
+    data_dir = absolute_data_dir(config.data_dir) if config.data_dir else None  # (a relative one: from here)
+    return {**asdict(config), "data_dir": data_dir, "arch_options": arch,
+            "objective_options": objective.options(), "out": str(run_dir), "force": False}  # fmt: skip
 
 
 def model_info(config: TrainConfig, data: ImageData, model: VAE, resolved: dict[str, Any]) -> dict[str, Any]:
@@ -273,6 +320,7 @@ def model_info(config: TrainConfig, data: ImageData, model: VAE, resolved: dict[
         "data": {
             "name": config.data,
             "options": config.data_options,
+            "dir": absolute_data_dir(config.data_dir),
             "shape": list(data.shape),
             "dtype": "uint8",
             "preprocessing": model.likelihood.preprocessing(),

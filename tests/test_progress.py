@@ -1,0 +1,69 @@
+"""Progress where there is no terminal: plain lines on stderr every so often, stdout untouched."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from vaecli.cli import main
+from vaecli.console import PROGRESS_ENV, Heartbeat, duration
+
+TINY = ["--epochs", "2", "--limit-train", "600", "--limit-test", "100", "--hidden", "16", "--latent-dim", "2"]
+
+
+def test_training_eval_and_encode_print_plain_progress_lines(
+    mnist_root, small_run, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv(PROGRESS_ENV, "0")  # a line at every chance
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--batch-size", "100", "--device", "cpu", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"{out}\n"
+    lines = [line for line in captured.err.splitlines() if line.startswith("vae: training:")]
+    assert lines[0] == "vae: training: epoch 1 of 2, step 1 of 6, 0 s"
+    assert any(re.fullmatch(r"vae: training: epoch 2 of 2, step 6 of 6, \d+ s", line) for line in lines)
+    assert len(lines) == 12  # every step of both epochs, between the epoch rows
+
+    assert main(["eval", str(out), "--k", "2", "--limit", "50", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert re.search(r"^vae: evaluating: 50 of 50 images, \d+ s$", captured.err, re.M)
+    assert captured.out.startswith("{")
+
+    folder = tmp_path / "pngs"
+    assert main(["decode", str(small_run), str(_codes(tmp_path)), "--out", str(folder)]) == 0
+    assert re.search(r"^vae: decoding: 3 images, \d+ s$", capsys.readouterr().err, re.M)
+    assert main(["encode", str(small_run), str(folder)]) == 0
+    captured = capsys.readouterr()
+    assert re.search(r"^vae: encoding: 3 images, \d+ s$", captured.err, re.M)
+    assert len(captured.out.splitlines()) == 3 and "vae:" not in captured.out
+
+
+def _codes(tmp_path: Path) -> Path:
+    """Three records of the small run's 8 latent dimensions."""
+    codes = tmp_path / "codes.jsonl"
+    codes.write_text("".join(f'{{"mu": [{", ".join(["0.5"] * 8)}]}}\n' for _ in range(3)))
+    return codes
+
+
+def test_quiet_training_and_the_default_interval_print_none(mnist_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(PROGRESS_ENV, "0")
+    assert main(["train", *TINY, "-q", "--device", "cpu", "--out", str(tmp_path / "q")]) == 0
+    assert "vae: training:" not in capsys.readouterr().err
+    monkeypatch.delenv(PROGRESS_ENV)
+    assert main(["train", *TINY, "--device", "cpu", "--out", str(tmp_path / "d")]) == 0
+    assert "vae: training:" not in capsys.readouterr().err  # (a short run: under 30 s)
+
+
+def test_heartbeat_interval_and_durations(monkeypatch):
+    monkeypatch.setenv(PROGRESS_ENV, "not a number")
+    assert Heartbeat("x").every == 30.0
+    monkeypatch.setenv(PROGRESS_ENV, "-5")
+    assert Heartbeat("x").every == 0.0
+    assert [duration(s) for s in (0, 59.9, 60, 187, 3600, 3725)] == [
+        "0 s",
+        "59 s",
+        "1 min 00 s",
+        "3 min 07 s",
+        "1 h 00 min",
+        "1 h 02 min",
+    ]
