@@ -230,6 +230,14 @@ def test_inferred_shapes_grey_as_rgb_large_images_and_given_options(tmp_path):
     )
     assert given.data_options["size"] == "28" and given.data_options["channels"] == "1"
     assert given.likelihood == "categorical"
+    from vaecli.suggestions import suggest_folder
+
+    told = suggest_folder(str(tmp_path / "not read"), size="28", channels="3")  # (nothing left to infer)
+    assert told.likelihood == "gaussian" and told.options == {} and told.options_note is None
     sigma = TrainConfig(likelihood_options={"sigma": "learned"})
     assert complete_config(sigma, tell=False).likelihood == "gaussian"
+    photos = complete_config(TrainConfig(data=str(big), likelihood_options={"bins": "16"}), tell=False)
+    assert photos.likelihood == "categorical" and photos.data_options["size"] == "32x64"
+    resumed = complete_config(TrainConfig(data=str(big)), tell=False, infer_options=False)
+    assert "size" not in resumed.data_options and resumed.likelihood == "bernoulli"  # (grey in RGB)
     assert complete_config(TrainConfig(), tell=False).likelihood == "bernoulli"  # MNIST: binarised digits

@@ -36,6 +36,10 @@ def suggest_folder(path: str = "", size: Any = None, channels: Any = None, **_: 
     (binarised) for grey ones."""
     from vaecli.imagefiles import find_images
 
+    if size is not None and channels is not None:  # (nothing to read the files for)
+        colour = str(channels).strip() == "3"
+        return Suggestion(likelihood="gaussian" if colour else DEFAULT_LIKELIHOOD,
+                          likelihood_note=_likelihood_note(colour))  # fmt: skip
     files = list(find_images([Path(path)])) if Path(path).is_dir() else []
     looked = [(file, look) for file, look in zip(files, map(_look, files), strict=True) if look is not None]
     if not looked:
@@ -56,9 +60,13 @@ def suggest_folder(path: str = "", size: Any = None, channels: Any = None, **_: 
         "--data-opt channels=1|3 and --data-opt size=HxW choose otherwise)"
     )
     likelihood = "gaussian" if colour else DEFAULT_LIKELIHOOD
-    why = "8-bit colour images, dequantised" if colour else "grey images, binarised"
-    chosen = f"likelihood {likelihood}, for {why} (--likelihood chooses another)"
-    return Suggestion(options, likelihood, told if inferred else None, chosen)
+    return Suggestion(options, likelihood, told if inferred else None, _likelihood_note(colour))
+
+
+def _likelihood_note(colour: bool) -> str:
+    if colour:
+        return "likelihood gaussian, for 8-bit colour images, dequantised (--likelihood chooses another)"
+    return f"likelihood {DEFAULT_LIKELIHOOD}, for grey images, binarised (--likelihood chooses another)"
 
 
 def _look(file: Path) -> tuple[str, int, int] | None:

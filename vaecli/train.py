@@ -65,7 +65,9 @@ def train(
     if resume and config.out:
         require_run_parts(Path(config.out))
     ranks = Ranks.from_env()
-    config = complete_config(config, tell=ranks.is_main)
+    # (A resumed run keeps the data options it began with: one begun before they were inferred
+    # from the files goes on at the size it was trained at.)
+    config = complete_config(config, tell=ranks.is_main and not resume, infer_options=not resume)
     config.validate()
     chosen = build_callbacks(config.callbacks)  # (a missing package stops here, before any work)
     device = ranks.device(choose_device(config.device))

@@ -134,27 +134,29 @@ FEW_STEPS = 10
 IMPLIED_BY_OPTION = {"sigma": "gaussian", "bins": "categorical"}
 
 
-def complete_config(config: TrainConfig, tell: bool = True) -> TrainConfig:
+def complete_config(config: TrainConfig, tell: bool = True, infer_options: bool = True) -> TrainConfig:
     """A run's settings with what its data suggest filled in: options the dataset infers (a
     folder's image size and channels) and, for ``likelihood: auto``, the likelihood that suits the
     images (or the one a shortcut option belongs to); each choice is said in one line (``tell``)."""
-    if config.likelihood == AUTO:
+    likelihood = config.likelihood
+    if likelihood == AUTO:
         options = config.likelihood_options
         implied = {key: IMPLIED_BY_OPTION[key] for key in options if key in IMPLIED_BY_OPTION}
         if len(set(implied.values())) > 1:
             owners = " and ".join(f"{key} is {name}'s" for key, name in implied.items())
             raise UsageError(f"options of two likelihoods ({owners}): choose one with --likelihood")
-        if implied:
-            return replace(config, likelihood=next(iter(implied.values())))
+        likelihood = next(iter(implied.values()), AUTO)
     suggestion = suggest(config.data, dict(config.data_options))
-    auto = config.likelihood == AUTO
-    for line in (suggestion.options_note, suggestion.likelihood_note if auto else None):
-        if tell and line:
+    auto = likelihood == AUTO
+    told = (suggestion.options_note if infer_options else None, suggestion.likelihood_note if auto else None)
+    for line in told if tell else ():
+        if line:
             note(line)
+    inferred = suggestion.options if infer_options else {}
     return replace(
         config,
-        likelihood=suggestion.likelihood if auto else config.likelihood,
-        data_options={**suggestion.options, **config.data_options},
+        likelihood=suggestion.likelihood if auto else likelihood,
+        data_options={**inferred, **config.data_options},
     )
 
 
