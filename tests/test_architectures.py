@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vaecli.architectures import ACTIVATIONS, ELU
+from vaecli.architectures import ACTIVATIONS, ELU, ResidualBlock
 from vaecli.errors import UsageError
 from vaecli.model import ModelSpec, build_model
 
@@ -69,8 +69,37 @@ def test_every_activation_builds_and_is_used(arch, name):
     assert not ({ACTIVATIONS[other] for other in ACTIVATIONS if other != name} & kinds)
 
 
-def test_the_mlp_uses_elu_and_the_conv_relu_by_default():
-    assert ELU in {type(m) for m in build_model(ModelSpec((1, 8, 8), 2)).modules()}
-    assert torch.nn.ReLU in {
-        type(m) for m in build_model(ModelSpec((1, 8, 8), 2, architecture="conv")).modules()
-    }
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_both_use_elu_by_default(arch):
+    kinds = {type(m) for m in build_model(ModelSpec((1, 8, 8), 2, architecture=arch)).modules()}
+    assert ELU in kinds and torch.nn.ReLU not in kinds
+
+
+def test_residual_blocks_start_as_the_identity_and_keep_the_shapes():
+    plain = build_model(ModelSpec((3, 20, 12), 4, "conv", {"channels": "8,16"}))
+    spec = ModelSpec((3, 20, 12), 4, "conv", {"channels": "8,16", "blocks": 2, "norm": "group"})
+    torch.manual_seed(0)
+    deep = build_model(spec)
+    blocks = [m for m in deep.modules() if isinstance(m, ResidualBlock)]
+    assert len(blocks) == 8  # two after each of the encoder's and the decoder's two stages
+    assert all(isinstance(b.body[0], torch.nn.GroupNorm) for b in blocks)
+    x = torch.randn(5, 8, 7, 5)
+    torch.testing.assert_close(blocks[0](x[:, :8]), x[:, :8], rtol=0, atol=0)
+    mu, _ = deep.encode(torch.rand(5, 3, 20, 12))
+    assert mu.shape == (5, 4) and deep.decode(mu).shape == (5, 1, 3, 20, 12)
+    # With no blocks the conv is the model earlier versions built: the same tensors by name.
+    assert [k for k in plain.state_dict()] == [
+        "output_offset", "encoder.0.weight", "encoder.0.bias", "encoder.2.weight", "encoder.2.bias",
+        "encoder.5.weight", "encoder.5.bias", "encoder.7.weight", "encoder.7.bias", "decoder.0.weight",
+        "decoder.0.bias", "decoder.2.weight", "decoder.2.bias", "decoder.5.weight", "decoder.5.bias",
+        "decoder.7.weight", "decoder.7.bias",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"blocks": "-1"}, "blocks"), ({"norm": "batch"}, "option norm: unknown 'batch' \\(use none, group\\)")],
+)
+def test_bad_conv_options_are_usage_errors(options, message):
+    with pytest.raises(UsageError, match=message):
+        build_model(ModelSpec((1, 28, 28), 4, architecture="conv", architecture_options=options))

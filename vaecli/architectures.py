@@ -144,26 +144,60 @@ class _Crop(nn.Module):
         return h.reshape(h.shape[0], self.params_per_pixel, c, height, width)
 
 
+class ResidualBlock(nn.Module):
+    """x + conv(act(norm(conv(act(norm(x)))))), 3x3 convolutions keeping the channels and size;
+    the second convolution starts at zero, so a new block is the identity and a deep stack trains
+    from the first step as a shallow one does."""
+
+    def __init__(self, channels: int, act: Callable[[], nn.Module], norm: Callable[[int], nn.Module]) -> None:
+        super().__init__()
+        last = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.body = nn.Sequential(
+            norm(channels), act(), nn.Conv2d(channels, channels, 3, padding=1), norm(channels), act(), last
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _group_norm(channels: int) -> nn.Module:
+    return nn.GroupNorm(math.gcd(8, channels), channels)
+
+
+#: Normalisation inside residual blocks, by the name the ``norm`` option takes. (No batch norm:
+#: its statistics differ between training and evaluation, and so would a model's bound.)
+NORMS: dict[str, Callable[[int], nn.Module]] = {"none": lambda channels: nn.Identity(), "group": _group_norm}
+
+
 def conv(
     input_shape: Shape,
     latent_dim: int,
     params_per_pixel: int,
     channels: str | Sequence[int] = (32, 64),
     hidden: str | int = 256,
-    activation: str = "relu",
+    activation: str = "elu",
+    blocks: str | int = 0,
+    norm: str = "none",
 ) -> tuple[nn.Module, nn.Module]:
     """Convolutional encoder (stride-2 convolutions) and a mirrored transposed-convolution
-    decoder, for any image size; ``channels`` lists the widths of the stride-2 stages and
-    ``activation`` names the nonlinearity between layers."""
+    decoder, for any image size; ``channels`` lists the widths of the stride-2 stages, ``blocks``
+    the :class:`ResidualBlock` s after each (with ``norm`` inside them), and ``activation`` names
+    the nonlinearity between layers."""
     widths = list(int_list(channels, "channels"))
     hidden_width = as_int(hidden, "hidden", minimum=1)
+    per_stage = as_int(blocks, "blocks", minimum=0)
     act = activation_factory(activation)
+    if str(norm) not in NORMS:
+        raise UsageError(f"option norm: unknown '{norm}' (use {', '.join(NORMS)})")
+    residual = lambda ch: [ResidualBlock(ch, act, NORMS[str(norm)]) for _ in range(per_stage)]  # noqa: E731
     c, height, width = input_shape
     h, w = height, width
     enc_layers: list[nn.Module] = []
     in_ch = c
     for out_ch in widths:
-        enc_layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1), act()]
+        enc_layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1), act(), *residual(out_ch)]
         in_ch = out_ch
         h, w = (h + 1) // 2, (w + 1) // 2
     flat = widths[-1] * h * w
@@ -184,7 +218,7 @@ def conv(
     outs = [*reversed(widths[:-1]), params_per_pixel * c]
     in_ch = widths[-1]
     for i, out_ch in enumerate(outs):
-        dec_layers.append(nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1))
+        dec_layers += [*residual(in_ch), nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1)]
         if i < len(outs) - 1:
             dec_layers.append(act())
         in_ch = out_ch

@@ -854,6 +854,28 @@ def decode(
         raise typer.Exit(code=1)
 
 
+def export_command(
+    model: ModelArg,
+    out: Annotated[str, typer.Argument(help="The file (one part) or folder (both parts) to write.")],
+    format: Annotated[
+        str, typer.Option("--format", help="onnx (any ONNX runtime) or torch-export (a .pt2 program).")
+    ] = "onnx",
+    part: Annotated[
+        str, typer.Option(help="encoder (images to mu, logvar), decoder (z to images) or both.")
+    ] = "both",
+    input: Annotated[
+        str, typer.Option("--input", help="What the encoder takes: uint8 pixels or prepared images.")
+    ] = "uint8",
+    force: ForceOpt = False,
+) -> None:
+    """Write the encoder and decoder as programs that run without vaecli (ONNX, torch.export)."""
+    from vaecli.export import describe_difference, export
+
+    written = export(model, out, format=format, part=part, input=input, force=force)
+    for item in written:
+        _note(f"wrote the {item.part} to {item.path} ({describe_difference(item.difference, format)})")
+
+
 def _check_output(out: str, force: bool) -> None:
     if out == "-":
         if sys.stdout.isatty():
@@ -915,6 +937,7 @@ COMMANDS: list[tuple[str, Callable[..., Any], str, str]] = [
     ("eval", eval_command, MODELS, "Score a model: -ELBO, -log p(x), active units."),
     ("encode", encode, MODELS, "Image files to latent codes (mu, logvar, z)."),
     ("decode", decode, MODELS, "Latent codes to images: PNG files or a grid."),
+    ("export", export_command, MODELS, "The encoder and decoder as ONNX or torch.export files."),
     ("reconstruct", reconstruct, PICTURES, "Images beside their reconstructions."),
     ("interpolate", interpolate, PICTURES, "Decode along the line between two codes."),
     ("traverse", traverse, PICTURES, "Sweep each latent dimension, the others at 0."),
@@ -928,7 +951,7 @@ for _name, _function, _panel, _summary in COMMANDS:
 
 #: What a value is called in help and usage lines, by its type (others: by the option's name).
 METAVARS: dict[Any, str] = {int: "N", float: "X"}
-ARGUMENT_METAVARS = {"model": "MODEL_OR_RUN", "paths": "[PATH]...", "codes": "[CODES]"}
+ARGUMENT_METAVARS = {"model": "MODEL_OR_RUN", "paths": "[PATH]...", "codes": "[CODES]", "out": "OUT"}
 
 
 def _tidy_help(group: Any) -> None:

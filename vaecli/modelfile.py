@@ -151,9 +151,11 @@ def upgrade_architecture_options(
     architecture: str, distribution: str | None, options: dict[str, Any], version: int
 ) -> dict[str, Any]:
     """The options of a model (or run) written in format ``version``, as this vaecli builds it.
-    Format 1 recorded only the options given, and the built-in MLP then always used ReLU."""
-    builtin_mlp = architecture in ("mlp", "vaecli:mlp") and distribution in (None, "vaecli")
-    if version < 2 and builtin_mlp and isinstance(options, dict):
+    Format 1 recorded only the options given, and the built-in MLP and conv then always used ReLU
+    (later files record the activation; the conv's default has been ELU since)."""
+    names = ("mlp", "vaecli:mlp", "conv", "vaecli:conv")
+    builtin = architecture in names and distribution in (None, "vaecli")
+    if version < 2 and builtin and isinstance(options, dict):
         return {"activation": "relu", **options}
     return options
 
