@@ -109,15 +109,17 @@ def test_binarisation_probability_is_exactly_pixel_over_255():
     assert ((frequency - p).abs()[1:-1] < 5 * sigma[1:-1]).all(), (frequency, p)
 
 
-def test_binarisation_bytes_are_uniform_below_255_and_follow_the_seed():
+@pytest.mark.parametrize("wait_free", [False, True], ids=["cpu-way", "gpu-way"])
+def test_binarisation_bytes_are_uniform_below_255_and_follow_the_seed(wait_free):
     n = 255 * 4000
-    u = uniform_bytes_below_255((n,), torch.Generator().manual_seed(5), torch.device("cpu"))
+    cpu = torch.device("cpu")
+    u = uniform_bytes_below_255((n,), torch.Generator().manual_seed(5), cpu, wait_free)
     counts = torch.bincount(u.long(), minlength=256).double()
     assert u.dtype == torch.uint8 and counts[255] == 0  # every 255 byte was drawn again
     # Pearson's chi-square over the 255 values (254 degrees of freedom: mean 254, sd 22.5).
     chi2 = ((counts[:255] - n / 255) ** 2 / (n / 255)).sum().item()
     assert chi2 < 254 + 5 * 22.5, chi2
-    again = uniform_bytes_below_255((n,), torch.Generator().manual_seed(5), torch.device("cpu"))
+    again = uniform_bytes_below_255((n,), torch.Generator().manual_seed(5), cpu, wait_free)
     assert torch.equal(u, again)
     torch.manual_seed(7)  # without a generator: the global one, as training draws its batches
     a = Bernoulli().prepare(torch.full((3, 1, 5, 5), 128, dtype=torch.uint8))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from vaecli import distributed
 from vaecli.errors import Stopped
 from vaecli.training.callbacks import Callback
+from vaecli.training.step import READ_EVERY
 
 if TYPE_CHECKING:
     from vaecli.training.run import TrainingRun
@@ -52,8 +53,9 @@ class InterruptFlag:
 
 
 class Interrupts(Callback):
-    """After each step, stop if any rank got a signal: every rank stops at the same step, and the
-    checkpoint holds the state after that step."""
+    """After a step, stop if any rank got a signal: every rank stops at the same step (in a
+    distributed run one of every READ_EVERY steps, or the epoch's last), and the checkpoint holds
+    the state after that step."""
 
     all_ranks = True  # the check is a collective: every rank takes part
 
@@ -72,6 +74,8 @@ class Interrupts(Callback):
     def on_step(self, step: int) -> None:
         run = self.run
         assert run is not None
+        if run.ranks.distributed and step % READ_EVERY and step < run.steps_per_epoch:
+            return  # (asking the other ranks waits for them: every READ_EVERY steps, and at the end)
         signum = distributed.any_signal(run.ranks, self.flag.signum, run.device)
         if signum:
             run.save_checkpoint(mid_epoch=True)

@@ -18,12 +18,13 @@ from vaecli.training.step import NanGuard, train_step
 
 def fit(run: TrainingRun, callbacks: Callbacks) -> None:
     """Train from where ``run`` stands to its last epoch."""
-    guard = NanGuard(run)
+    guard = run.guard = NanGuard(run)
     callbacks.call("on_train_start", run)
     try:
         for epoch in range(run.position.epoch, run.config.epochs + 1):
             run_epoch(run, guard, callbacks, epoch)
     finally:
+        run.guard = None  # (run and guard refer to each other: no cycle keeps DDP alive past the run)
         callbacks.call("on_train_end", run)
 
 
@@ -40,8 +41,9 @@ def run_epoch(run: TrainingRun, guard: NanGuard, callbacks: Callbacks, epoch: in
     for step in range(run.position.step + 1, run.steps_per_epoch + 1):
         train_step(run, guard, batches[step - 1], epoch, step)
         callbacks.call("on_step", step)
-    guard.check_epoch(epoch)
+    guard.read()
     totals = run.epoch_totals()
+    guard.check_epoch(epoch)
     seconds = run.epoch_seconds_before + time.perf_counter() - run.epoch_started
     if run.ranks.is_main:  # rank 0 evaluates and reports; the others go on to the next epoch
         metrics = epoch_report(run, epoch, totals, seconds)

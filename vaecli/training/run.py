@@ -49,10 +49,11 @@ from vaecli.runs import (
     remove_legacy_temporaries,
 )
 from vaecli.training.compiling import compile_model, compile_now
-from vaecli.training.step import check_objective
+from vaecli.training.step import NanGuard, check_objective
 
 METRICS_FILE = "metrics.jsonl"
 TOTALS = ("loss", "total", "reconstruction", "kl")  # the epoch's running sums, in Position's names
+COUNTS = ("seen", "skipped")  # the epoch's images counted and steps skipped, kept with the sums
 
 
 @dataclass
@@ -86,6 +87,7 @@ class TrainingRun:
     epoch_started: float = 0.0
     epoch_seconds_before: float = 0.0
     pictures: tuple[int, dict[str, torch.Tensor]] | None = None  # (epoch, its pictures), drawn once
+    guard: NanGuard | None = None  # the steps' NaN guard, set when the loop starts
 
     @property
     def images(self) -> int:
@@ -104,17 +106,32 @@ class TrainingRun:
         return Progress((epoch - 1) + (step - 1) / self.steps_per_epoch, self.config.epochs)
 
     def start_totals(self) -> None:
-        carried = [getattr(self.position, name) for name in TOTALS] if self.ranks.is_main else [0.0] * 4
+        names = (*TOTALS, *COUNTS)
+        carried = [float(getattr(self.position, n)) if self.ranks.is_main else 0.0 for n in names]
         self.totals = torch.tensor(carried, dtype=torch.float64, device=self.device)
 
-    def epoch_totals(self) -> list[float]:
-        """The epoch's running sums so far, over all ranks (waits for the device)."""
+    def count_step(self, sums: torch.Tensor, counted: torch.Tensor, images: int) -> None:
+        """Add a step's sums (loss, -ELBO, reconstruction, KL) to the epoch's if ``counted`` (a 0-d
+        bool tensor: no wait for the device); rank 0 counts its images, or the step as skipped."""
+        share = 1.0 if self.ranks.is_main else 0.0
+        counts = torch.stack([counted.double() * (images * share), (~counted).double() * share])
         assert self.totals is not None
-        return distributed.all_sum(self.ranks, self.totals).tolist()
+        self.totals += torch.cat([torch.where(counted, sums.double(), 0.0), counts])
+
+    def epoch_totals(self) -> list[float]:
+        """The epoch's running sums so far, over all ranks (waits for the device); the position's
+        ``seen`` and ``skipped`` are set from them."""
+        assert self.totals is not None
+        values = distributed.all_sum(self.ranks, self.totals).tolist()
+        self.position.seen, self.position.skipped = (round(v) for v in values[len(TOTALS) :])
+        return values[: len(TOTALS)]
 
     def save_checkpoint(self, mid_epoch: bool) -> None:
         """Write the checkpoint (rank 0; every rank's state is the same). Mid-epoch, the epoch's
-        sums and seconds so far are stored with it, which every rank takes part in."""
+        sums and seconds so far are stored with it, which every rank takes part in. The guard reads
+        the device first: a checkpoint is never written after a non-finite step under --on-nan stop."""
+        if self.guard is not None:
+            self.guard.read()
         if mid_epoch:
             for name, value in zip(TOTALS, self.epoch_totals(), strict=True):
                 setattr(self.position, name, value)

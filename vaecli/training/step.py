@@ -3,7 +3,6 @@ guard, and the update."""
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import TYPE_CHECKING
 
@@ -80,30 +79,96 @@ def forward_loss(
     return objective_loss(objective, terms, progress or START).float(), terms
 
 
+#: Steps between the guard's reads of the device (and a distributed run's checks for signals):
+#: in between, a step runs without the host waiting for the device.
+READ_EVERY = 32
+
+# What went wrong at the first non-finite step, as bits of the number the device records.
+_RECONSTRUCTION, _KL, _LOSS = 1, 2, 4
+
+
 class NanGuard:
     """A step is applied only if its loss, its ELBO and every gradient are finite on every rank;
-    otherwise training stops (``--on-nan stop``) naming the term, epoch and step, or skips it."""
+    otherwise training stops (``--on-nan stop``) naming the term, epoch and step, or skips it.
+
+    The test runs on the device and decides there whether the optimiser applies the update (the
+    fused optimiser's ``found_inf``), so a step never waits for the device; the host reads the
+    outcome every :data:`READ_EVERY` steps, at the end of an epoch and before a checkpoint
+    (:meth:`read`). Under ``stop`` a non-finite step also halts every later one, so the weights
+    stay those from before it, and the error raised when it is read names that step."""
 
     def __init__(self, run: TrainingRun) -> None:
         self.run = run
         self.params = [p for p in run.model.parameters() if p.requires_grad]
+        self.stop = run.config.on_nan == "stop"
+        device = run.device
+        #: Updates applied so far (any before this session count: a resumed run has some).
+        self.updates = torch.full((), float(bool(run.optimizer.state)), device=device)
+        self.halted = torch.zeros((), dtype=torch.bool, device=device)
+        #: The first non-finite step since the last read: its place in ``steps``, what was
+        #: non-finite (bits), and the updates applied before it; -1 while there is none.
+        self.first = torch.full((3,), -1.0, device=device)
+        self.steps: list[tuple[int, int]] = []  # (epoch, step) of each step since the last read
+        # Where the fused kernels are missing the optimiser cannot skip on the device: the step
+        # then reads the verdict itself (one wait for the device per step).
+        self.on_device = bool(run.optimizer.defaults.get("fused"))
 
-    def step_is_finite(self, part_loss: torch.Tensor, elbo_sum: torch.Tensor, terms: Terms, epoch: int,
-                       step: int) -> bool:  # fmt: skip
-        """Whether to apply the step (raises under --on-nan stop)."""
-        status = torch.stack([part_loss.detach(), elbo_sum.detach(), *_grad_sums(self.params)])
-        loss_sum, elbo, *grad_sums = distributed.all_sum(self.run.ranks, status).tolist()
-        loss_ok, grads_ok = (
-            math.isfinite(loss_sum) and math.isfinite(elbo),
-            all(map(math.isfinite, grad_sums)),
-        )
-        # float16 gradients overflow now and then: the scaler skips those steps itself.
-        if loss_ok and (grads_ok or self.run.precision.scaled):
-            return True
-        what = "gradient" if loss_ok else _nonfinite_terms(terms, self.run.ranks.distributed)
-        if self.run.config.on_nan != "stop":
-            return False
-        if not self.run.optimizer.state:  # no update yet: the learning rate cannot be the cause
+    def decide(self, part_loss: torch.Tensor, elbo_sum: torch.Tensor, terms: Terms, epoch: int,
+               step: int) -> torch.Tensor:  # fmt: skip
+        """Whether the step's images count (a 0-d tensor), with the update applied or skipped
+        accordingly when the optimiser steps (:meth:`step`)."""
+        status = torch.stack([part_loss.detach(), elbo_sum.detach(), *_grad_sums(self.params)]).float()
+        finite = torch.isfinite(distributed.all_sum(self.run.ranks, status))
+        loss_ok, grads_ok = finite[:2].all(), finite[2:].all()
+        # float16 gradients overflow now and then: such a step is skipped but is no error.
+        error = ~loss_ok if self.run.precision.scaled else ~(loss_ok & grads_ok)
+        apply = loss_ok & grads_ok
+        if self.stop:
+            fresh = error & ~self.halted
+            elbo = terms.elbo()
+            bits = (
+                (~torch.isfinite(elbo.reconstruction).all()).float() * _RECONSTRUCTION
+                + (~torch.isfinite(elbo.kl).all()).float() * _KL
+                + (~loss_ok).float() * _LOSS
+            )
+            place = torch.full((), float(len(self.steps)), device=bits.device)
+            self.first = torch.where(fresh, torch.stack([place, bits, self.updates]), self.first)
+            self.halted = self.halted | error
+            apply, counted = apply & ~self.halted, ~self.halted
+        else:
+            counted = ~error
+        self.steps.append((epoch, step))
+        self.apply = apply
+        return counted
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Apply the update that :meth:`decide` allowed, or leave the weights and the optimiser's
+        state as they are."""
+        if self.on_device:
+            optimizer.found_inf = (~self.apply).float()  # type: ignore[attr-defined]
+            try:
+                optimizer.step()
+            finally:
+                del optimizer.found_inf  # type: ignore[attr-defined]
+        elif bool(self.apply):
+            optimizer.step()
+        self.updates = self.updates + self.apply.float()
+
+    def due(self) -> bool:
+        """Whether the host should read the device now (every :data:`READ_EVERY` steps)."""
+        return len(self.steps) >= READ_EVERY
+
+    def read(self) -> None:
+        """Wait for the device and raise for a non-finite step under ``--on-nan stop``."""
+        steps, self.steps = self.steps, []
+        if not self.stop:
+            return
+        place, bits, updates = (int(v) for v in self.first.tolist())
+        if place < 0:
+            return
+        epoch, step = steps[place]
+        what = "gradient" if not bits & _LOSS else _nonfinite_terms(bits, self.run.ranks.distributed)
+        if updates == 0:  # no update yet: the learning rate cannot be the cause
             raise VaeError(
                 f"non-finite {what} at epoch {epoch}, step {step}, before any update: the untrained "
                 f"model gives it on this data; check the data and its parts ({model_parts(self.run)})"
@@ -134,7 +199,8 @@ def model_parts(run: TrainingRun) -> str:
 
 
 def train_step(run: TrainingRun, guard: NanGuard, indices: torch.Tensor, epoch: int, step: int) -> None:
-    """Train on the images ``indices``: step ``step`` of ``epoch``."""
+    """Train on the images ``indices``: step ``step`` of ``epoch``. Nothing here waits for the
+    device (the guard reads it now and then)."""
     # (index_select: on CPUs ten times the speed of train_images[batch].)
     x = run.model.likelihood.prepare(run.train_images.index_select(0, indices))
     config, ranks = run.config, run.ranks
@@ -155,27 +221,24 @@ def train_step(run: TrainingRun, guard: NanGuard, indices: torch.Tensor, epoch: 
     optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(part_loss * (ranks.world_size / x.shape[0])).backward()  # DDP averages over ranks
     run.scaler.unscale_(optimizer)
-    if guard.step_is_finite(part_loss, elbo_sum, terms, epoch, step):
-        run.scaler.step(optimizer)
-        run.scaler.update()
-        sums = [part_loss, -elbo_sum, -elbo.reconstruction.float().sum(), elbo.kl.float().sum()]
-        run.totals += torch.stack(sums).detach()
-        run.position.seen += x.shape[0]
-    else:
-        optimizer.zero_grad(set_to_none=True)
-        run.position.skipped += 1
+    counted = guard.decide(part_loss, elbo_sum, terms, epoch, step)
+    guard.step(optimizer)
+    run.scaler.update()
+    sums = [part_loss, -elbo_sum, -elbo.reconstruction.float().sum(), elbo.kl.float().sum()]
+    run.count_step(torch.stack(sums).detach(), counted, x.shape[0])
     if run.scheduler is not None:
         with warnings.catch_warnings():  # a skipped step still moves the schedule on, as resume does
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
             run.scheduler.step()
     run.position.step = step
     run.last_loss = part_loss.detach() / max(loss.shape[0], 1)
+    if guard.due():
+        guard.read()
 
 
-def _nonfinite_terms(terms: Terms, distributed: bool) -> str:
-    elbo = terms.elbo()
-    bad = [name for name in ("reconstruction", "kl") if not torch.isfinite(getattr(elbo, name)).all()]
-    return " and ".join("KL" if b == "kl" else b for b in bad) or (
+def _nonfinite_terms(bits: int, distributed: bool) -> str:
+    bad = [name for bit, name in ((_RECONSTRUCTION, "reconstruction"), (_KL, "KL")) if bits & bit]
+    return " and ".join(bad) or (
         "loss (on another rank)" if distributed else "loss (the objective's; its terms are finite)"
     )
 
