@@ -30,7 +30,7 @@ class ExampleVAE(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h1 = F.relu(self.fc1(x.view(-1, 784)))
         mu, logvar = self.fc21(h1), self.fc22(h1)
-        eps = torch.randn(mu.shape, generator=generator)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device)
         z = mu + eps * torch.exp(0.5 * logvar)
         return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
 
@@ -49,12 +49,15 @@ def example_loader(root: str, batch_size: int = 128) -> DataLoader:
     )
 
 
-def train_epoch(model: ExampleVAE, optimizer: torch.optim.Optimizer, loader: DataLoader) -> int:
-    """One epoch of the example's loop; the number of images seen."""
+def train_epoch(
+    model: ExampleVAE, optimizer: torch.optim.Optimizer, loader: DataLoader, device: str = "cpu"
+) -> int:
+    """One epoch of the example's loop (each batch moved to ``device``, as the example does);
+    the number of images seen."""
     model.train()
     seen = 0
     for x, _ in loader:
-        x = torch.bernoulli(x)
+        x = torch.bernoulli(x.to(device))
         optimizer.zero_grad()
         recon, mu, logvar = model(x)
         loss = example_loss(recon, x, mu, logvar)

@@ -7,7 +7,7 @@ Wall time counts everything after the data are on disk: loading, training and th
 evaluation (vaecli's also includes writing its run folder).
 
     VAECLI_DATA_DIR=../shared/data python bench/time_to_quality.py [--target 100] [--max-epochs 100]
-        [--precision bf16]
+        [--precision bf16] [--device cuda]
 
 ``--precision`` is vae train's (the example loop is always float32): ``bf16`` shows what a CPU
 with bfloat16 instructions gains.
@@ -32,7 +32,7 @@ from vaecli.train import TrainConfig, train
 @torch.no_grad()
 def example_test_neg_elbo(model: ExampleVAE, test_x: torch.Tensor) -> float:
     model.eval()
-    generator = torch.Generator().manual_seed(EVAL_SEED)
+    generator = torch.Generator(device=test_x.device).manual_seed(EVAL_SEED)
     total = 0.0
     for x in test_x.split(1000):
         recon, mu, logvar = model(x, generator)
@@ -40,15 +40,18 @@ def example_test_neg_elbo(model: ExampleVAE, test_x: torch.Tensor) -> float:
     return total / test_x.shape[0]
 
 
-def baseline(root: str, test_x: torch.Tensor, target: float, max_epochs: int) -> tuple[float, int, float]:
+def baseline(
+    root: str, test_x: torch.Tensor, target: float, max_epochs: int, device: str = "cpu"
+) -> tuple[float, int, float]:
     """(seconds, epochs, -ELBO) when the example loop first reaches ``target``, or its last epoch."""
     torch.manual_seed(0)
     started = time.perf_counter()
-    model = ExampleVAE()
+    model = ExampleVAE().to(device)
+    test_x = test_x.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = example_loader(root)
     for epoch in range(1, max_epochs + 1):
-        train_epoch(model, optimizer, loader)
+        train_epoch(model, optimizer, loader, device)
         score = example_test_neg_elbo(model, test_x)
         print(f"  example loop epoch {epoch:3d}: test -ELBO {score:7.2f}", flush=True)
         if score <= target:
@@ -79,14 +82,14 @@ class StopAt:
             raise Reached
 
 
-def ours(root: str, target: float, precision: str) -> tuple[float, int, float]:
+def ours(root: str, target: float, precision: str, device: str = "cpu") -> tuple[float, int, float]:
     """(seconds, epochs, -ELBO) when `vae train`'s default recipe (in ``precision``) first reaches
     ``target``."""
     observer = StopAt(target)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            config = TrainConfig(data_dir=root, device="cpu", out=f"{tmp}/run", precision=precision)
+            config = TrainConfig(data_dir=root, device=device, out=f"{tmp}/run", precision=precision)
             train(config, observer)
         except Reached:
             pass
@@ -101,13 +104,14 @@ def main() -> None:
     parser.add_argument(
         "--precision", default="auto", choices=PRECISIONS, help="vae train's (auto: float32 on CPUs)"
     )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps, for both")
     args = parser.parse_args()
     root = resolve_data_dir(args.data_dir)
     images = mnist(root, "test").images
     test_x = prepare_fixed(Bernoulli(), images, TEST_PREPARE_SEED).view(-1, 784)
-    print(f"time to test -ELBO <= {args.target} nats, {torch.get_num_threads()} CPU threads")
-    ours_s, ours_epochs, ours_score = ours(str(root), args.target, args.precision)
-    base_s, base_epochs, base_score = baseline(str(root), test_x, args.target, args.max_epochs)
+    print(f"time to test -ELBO <= {args.target} nats, {torch.get_num_threads()} CPU threads, {args.device}")
+    ours_s, ours_epochs, ours_score = ours(str(root), args.target, args.precision, args.device)
+    base_s, base_epochs, base_score = baseline(str(root), test_x, args.target, args.max_epochs, args.device)
     reached = "" if base_score <= args.target else f" (not reached in {base_epochs} epochs)"
     print(f"example loop: {base_s:7.1f} s, {base_epochs} epochs, -ELBO {base_score:.2f}{reached}")
     precision = f" (--precision {args.precision})"

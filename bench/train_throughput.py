@@ -13,12 +13,14 @@ run), so a slow spell of a shared machine hits all of them; each reports its bes
 the % uses the fastest matmul limit measured in any round.
 
     VAECLI_DATA_DIR=../shared/data python bench/train_throughput.py [--epochs 4] [--default] [--compile]
-        [--bf16]
+        [--bf16] [--device cuda]
 
 ``--compile`` adds vaecli with ``--compile`` (vae train compiles before the first epoch, so
 the epoch is timed compiled); the run's seconds outside its epoch, the compilation's, are printed.
 ``--bf16`` adds vaecli with ``--precision bf16`` (on CPUs with bfloat16 instructions its matrix
 products run at twice the float32 rate); its % is of the bfloat16 matmul limit.
+``--device`` runs both on that device (the example moves each batch there, as it does on a GPU);
+the matmul limit is then that device's.
 """
 
 from __future__ import annotations
@@ -41,24 +43,31 @@ from vaecli.train import TrainConfig, train
 class Baseline:
     """The example's loop, one epoch at a time."""
 
-    def __init__(self, root: str, batch_size: int) -> None:
+    def __init__(self, root: str, batch_size: int, device: str = "cpu") -> None:
         torch.manual_seed(0)
-        self.model = ExampleVAE()
+        self.device = device
+        self.model = ExampleVAE().to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.loader = example_loader(root, batch_size)
 
     def epoch(self) -> float:
         """Train one epoch; its images/s."""
         start = time.perf_counter()
-        seen = train_epoch(self.model, self.optimizer, self.loader)
+        seen = train_epoch(self.model, self.optimizer, self.loader, self.device)
+        _synchronise(self.device)
         return seen / (time.perf_counter() - start)
 
 
-def ours(root: str, config: dict) -> float:
+def _synchronise(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def ours(root: str, config: dict, device: str = "cpu") -> float:
     """One epoch of `vaecli.train` (a fresh run); its images/s. A ``compile`` run compiles before
     its epoch starts; the seconds it spent outside the epoch (compiling, evaluating) are printed."""
     with tempfile.TemporaryDirectory() as tmp:
-        run = TrainConfig(data_dir=root, epochs=1, device="cpu", out=f"{tmp}/run", **config)
+        run = TrainConfig(data_dir=root, epochs=1, device=device, out=f"{tmp}/run", **config)
         metrics = train(run).metrics[-1]
     if config.get("compile"):
         outside = metrics["elapsed"] - metrics["seconds"]
@@ -79,7 +88,7 @@ class MatmulLimit:
         return self.batch / self.seconds
 
 
-def matmul_limit(config: dict, batch_size: int, repeats: int = 200) -> MatmulLimit:
+def matmul_limit(config: dict, batch_size: int, repeats: int = 200, device: str = "cpu") -> MatmulLimit:
     """Time torch.matmul on every product of one step of ``config``'s model: for each linear
     layer (in -> out) the forward (B,in)@(in,out), the weight gradient (out,B)@(B,in) and, except
     for the first layer (images need no gradient), the input gradient (B,out)@(out,in). In
@@ -95,12 +104,14 @@ def matmul_limit(config: dict, batch_size: int, repeats: int = 200) -> MatmulLim
     flops = sum(2.0 * m * k * n for m, k, n in shapes)
     seconds = 0.0
     for m, k, n in shapes:
-        a, w = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        a, w = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
         for _ in range(20):
             torch.matmul(a, w)
+        _synchronise(device)
         start = time.perf_counter()
         for _ in range(repeats):
             torch.matmul(a, w)
+        _synchronise(device)
         seconds += (time.perf_counter() - start) / repeats
     return MatmulLimit(flops, seconds, batch_size)
 
@@ -113,11 +124,12 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time vaecli with --compile")
     parser.add_argument("--default", action="store_true", help="also time vaecli's default recipe")
     parser.add_argument("--bf16", action="store_true", help="also time vaecli with --precision bf16")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps, for both")
     args = parser.parse_args()
     root = str(resolve_data_dir(args.data_dir))
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {args.epochs} rounds, best epoch"
-    )
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {where}, {args.epochs} rounds, "
+          "best epoch")  # fmt: skip
     example = {
         "arch_options": {"hidden": "400", "activation": "relu"},  # the example's model exactly
         "latent_dim": 20,
@@ -136,14 +148,14 @@ def main() -> None:
             contestants[f"  ... {short}{flag}"] = {**config, **change}
     limits = {name: [] for name in contestants}
     rates: dict[str, list[float]] = {name: [] for name in ["baseline", *contestants]}
-    base = Baseline(root, args.batch_size)
+    base = Baseline(root, args.batch_size, args.device)
     # Rounds of one epoch each, in turn: a shared machine's slow spells hit every contestant.
     for round_ in range(1, args.epochs + 1):
         rates["baseline"].append(base.epoch())
         for name, config in contestants.items():
-            rates[name].append(ours(root, config))
+            rates[name].append(ours(root, config, args.device))
             batch = config.get("batch_size", TrainConfig.batch_size)
-            limits[name].append(matmul_limit(config, batch))
+            limits[name].append(matmul_limit(config, batch, device=args.device))
         row = ", ".join(f"{r[-1]:.0f}" for r in rates.values())
         print(f"  round {round_}: images/s {row}", flush=True)
     best = max(rates["baseline"])

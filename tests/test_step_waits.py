@@ -10,6 +10,7 @@ import collections
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_on_devices import DEVICES
 from torch.profiler import ProfilerActivity, profile
 
 from vaecli import likelihoods
@@ -82,7 +83,7 @@ def _ancestors(event) -> list[str]:
     return names
 
 
-def _config(mnist_root, tmp_path, **options) -> TrainConfig:
+def _config(mnist_root, tmp_path, **options) -> TrainConfig:  # (device: cpu unless given)
     base = dict(data_dir=str(mnist_root), epochs=1, limit_train=3000, limit_test=200, latent_dim=8,
                 arch_options={"hidden": "64"}, device="cpu", out=str(tmp_path / "run"))  # fmt: skip
     return TrainConfig(**{**base, **options})
@@ -104,9 +105,13 @@ def _waits(reads: collections.Counter[str]) -> dict[str, int]:
     ],
     ids=["elbo", "skip", "iwae", "16-mixed", "categorical", "gaussian"],
 )
-def test_steady_state_steps_read_no_scalar_from_the_device(mnist_root, tmp_path, options):
+@pytest.mark.device
+@pytest.mark.parametrize("device", DEVICES)
+def test_steady_state_steps_read_no_scalar_from_the_device(mnist_root, tmp_path, options, device):
+    if device == "mps" and options.get("precision") == "16-mixed":
+        pytest.skip("MPS has no float16 gradient scaler")
     probe = ProfileSteps(3, 7)  # steps 4 to 7: no guard read falls among them
-    train(_config(mnist_root, tmp_path, **options), probe)
+    train(_config(mnist_root, tmp_path, device=device, **options), probe)
     assert probe.steps == 4
     assert _waits(probe.reads) == {}
 

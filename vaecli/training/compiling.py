@@ -17,11 +17,20 @@ if TYPE_CHECKING:
     from vaecli.precision import Precision
 
 
-def compile_model(net: torch.nn.Module) -> torch.nn.Module:
-    """``torch.compile`` the training forward pass (fused kernels, less per-step overhead). Opt-in:
-    on a CPU it saves about a tenth of a step, which repays a cold compilation (about 20 s) only
-    over long runs."""
-    return torch.compile(net)  # type: ignore[return-value]
+def compile_mode(device: torch.device) -> str | None:
+    """torch.compile's mode on ``device``: on CUDA ``reduce-overhead``, which also captures the
+    compiled forward and backward as CUDA graphs (one launch replays the dozens of small kernels
+    of a step at MNIST sizes, whose launch cost would otherwise outweigh their arithmetic);
+    elsewhere the default."""
+    return "reduce-overhead" if device.type == "cuda" else None
+
+
+def compile_model(net: torch.nn.Module, device: torch.device | None = None) -> torch.nn.Module:
+    """``torch.compile`` the training forward pass (fused kernels, less per-step overhead; CUDA
+    graphs on CUDA, :func:`compile_mode`). Opt-in: on a CPU it saves about a tenth of a step,
+    which repays a cold compilation (about 20 s) only over long runs."""
+    mode = compile_mode(device) if device is not None else None
+    return torch.compile(net, mode=mode)  # type: ignore[return-value]
 
 
 def epoch_batch_sizes(images: int, batch_size: int) -> list[int]:

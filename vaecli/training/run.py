@@ -239,7 +239,7 @@ def wrap_model(run_model: VAE, config: TrainConfig, ranks: Ranks, device: torch.
         net = DistributedDataParallel(
             run_model, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False
         )
-    return compile_model(net) if config.compile else net
+    return compile_model(net, device) if config.compile else net
 
 
 def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
