@@ -11,8 +11,10 @@ has one, else the entry of the distribution whose name sorts first (case-insensi
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -28,6 +30,11 @@ GROUPS = {
     "objective": "vaecli.objectives",
     "callback": "vaecli.callbacks",
 }
+
+
+def fold(name: str) -> str:
+    """A name as compared when it is not found as typed: lower case, without - _ . or spaces."""
+    return re.sub(r"[-_. ]", "", name.lower())
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,11 @@ class Registry:
         unique = {(e.name, e.distribution): e for e in found}
         return sorted(unique.values(), key=precedence)
 
+    def canonical(self, name: str) -> str:
+        """``name`` as registered (``FashionMNIST`` gives ``fashion-mnist``), a ``DIST:`` kept."""
+        dist, sep, _ = name.rpartition(":") if ":" in name else ("", "", name)
+        return f"{dist}{sep}{self.entry(name).name}"
+
     def names(self) -> list[str]:
         return sorted({e.name for e in self.entries()})
 
@@ -91,11 +103,18 @@ class Registry:
         """The entry for ``name`` or ``distribution:name``."""
         dist, sep, bare = name.rpartition(":") if ":" in name else ("", "", name)
         matches = [e for e in self.entries() if e.name == bare]
+        if not matches:  # as users type names: FashionMNIST, fashion_mnist for fashion-mnist
+            matches = [e for e in self.entries() if fold(e.name) == fold(bare)]
+            if len({e.name for e in matches}) > 1:
+                spellings = ", ".join(sorted({e.name for e in matches}))
+                raise UsageError(f"{self.kind} '{name}' could be any of {spellings}: give the name exactly")
         if sep:
             matches = [e for e in matches if e.distribution == dist]
         if not matches:
             known = ", ".join(self.names()) or "none installed"
-            raise UsageError(f"unknown {self.kind} '{name}' (available: {known})")
+            close = difflib.get_close_matches(fold(bare), [fold(n) for n in self.names()], n=1, cutoff=0.75)
+            hint = "".join(f"did you mean '{n}'? " for n in self.names() if close and fold(n) == close[0])
+            raise UsageError(f"unknown {self.kind} '{name}' ({hint}available: {known})")
         if len(matches) > 1 and bare not in self._warned:
             self._warned.add(bare)
             chosen = matches[0]

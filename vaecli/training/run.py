@@ -155,6 +155,7 @@ def complete_config(config: TrainConfig, tell: bool = True, infer_options: bool 
     """A run's settings with what its data suggest filled in: options the dataset infers (a
     folder's image size and channels) and, for ``likelihood: auto``, the likelihood that suits the
     images (or the one a shortcut option belongs to); each choice is said in one line (``tell``)."""
+    config = canonical_names(config)
     likelihood = config.likelihood
     if likelihood == AUTO:
         options = config.likelihood_options
@@ -175,6 +176,15 @@ def complete_config(config: TrainConfig, tell: bool = True, infer_options: bool 
         likelihood=suggestion.likelihood if auto else likelihood,
         data_options={**inferred, **config.data_options},
     )
+
+
+def canonical_names(config: TrainConfig) -> TrainConfig:
+    """The config with every part named as registered (``--data FashionMNIST``: ``fashion-mnist``),
+    so that run folders, config.yaml and model files spell names one way."""
+    names = {"data": registry.datasets, "arch": registry.architectures, "objective": registry.objectives}
+    if config.likelihood != AUTO:
+        names["likelihood"] = registry.likelihoods
+    return replace(config, **{key: kind.canonical(getattr(config, key)) for key, kind in names.items()})
 
 
 def warn_if_few_steps(config: TrainConfig, steps: int, images: int) -> None:

@@ -1,0 +1,180 @@
+"""What every dataset shares: :class:`ImageData`, where datasets live, loading one by name,
+and fetching files through torchvision with one clear line when that fails.
+
+A dataset factory is called as ``factory(root, split, **options)`` with ``split`` "train" or
+"test" and returns an :class:`ImageData`: all images as one uint8 tensor (N, C, H, W), so a
+training loop can keep them on the device and index batches out of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaecli import registry
+from vaecli.errors import UsageError, VaeError
+from vaecli.options import call_with_options
+from vaecli.suggestions import Suggestion
+
+DATA_DIR_ENV = "VAECLI_DATA_DIR"
+SPLITS = ("train", "test")
+
+
+@dataclass
+class ImageData:
+    """A split of a dataset: uint8 images (N, C, H, W) and optional integer labels (N,).
+
+    Float images with values in [0, 1] are accepted and quantised to 8 bits (round(255 x)):
+    every likelihood models 8-bit pixels.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    name: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.images, torch.Tensor) or self.images.dim() != 4:
+            got = tuple(self.images.shape) if isinstance(self.images, torch.Tensor) else type(self.images)
+            raise VaeError(f"dataset '{self.name}' must give images of shape (N, C, H, W), got {got}")
+        if self.images.is_floating_point():
+            low, high = self.images.min().item(), self.images.max().item()
+            if not (0.0 <= low and high <= 1.0):
+                raise VaeError(
+                    f"dataset '{self.name}' gave float images with values in [{low:g}, {high:g}]; "
+                    "float images must lie in [0, 1] (or give uint8 0..255)"
+                )
+            self.images = self.images.mul(255.0).round_().to(torch.uint8)
+        elif self.images.dtype != torch.uint8:
+            raise VaeError(f"dataset '{self.name}' must give uint8 or float images, got {self.images.dtype}")
+        if self.labels is not None and len(self.labels) != len(self.images):
+            raise VaeError(
+                f"dataset '{self.name}' gave {len(self.labels)} labels for {len(self.images)} images"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return (int(c), int(h), int(w))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def default_data_dir() -> Path:
+    """The per-user cache folder for datasets."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(cache) / "vaecli" / "data"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
+    """``--data-dir`` if given, else ``$VAECLI_DATA_DIR``, else the per-user cache folder."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    return default_data_dir()
+
+
+def absolute_data_dir(data_dir: str | os.PathLike[str] | None) -> str:
+    """The data folder :func:`resolve_data_dir` picks, as an absolute path: what a model records,
+    so that it finds its data again from any folder and without the environment variable."""
+    return os.path.abspath(resolve_data_dir(data_dir))
+
+
+def model_data_dir(header: dict[str, Any], data_dir: str | None) -> str | None:
+    """The data folder for a command that uses a model's dataset: ``--data-dir``, else
+    ``$VAECLI_DATA_DIR``, else the folder the model was trained from (if it still exists; files
+    from before it was recorded in ``data.dir`` hold it as ``training.data_dir``, if given), else
+    None (the default cache)."""
+    if data_dir or os.environ.get(DATA_DIR_ENV):
+        return data_dir
+    for section, key in (("data", "dir"), ("training", "data_dir")):
+        part = header.get(section)
+        recorded = part.get(key) if isinstance(part, dict) else None
+        if isinstance(recorded, str) and recorded and Path(recorded).is_dir():
+            return recorded
+    return None
+
+
+def suggest(name: str, options: dict[str, Any]) -> Suggestion:
+    """What the dataset ``name`` with ``options`` suggests (its factory's ``suggest(**options)``;
+    none for one without)."""
+    hook = getattr(registry.datasets.load(name), "suggest", None)
+    if hook is None:
+        return Suggestion()
+    suggestion = call_with_options(hook, registry.datasets.describe(name), (), options)
+    if not isinstance(suggestion, Suggestion):
+        raise VaeError(f"{registry.datasets.describe(name)}: suggest() did not give a vaecli Suggestion")
+    return suggestion
+
+
+def load_dataset(
+    name: str,
+    split: str,
+    options: dict[str, object] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+    shape: tuple[int, ...] | None = None,
+) -> ImageData:
+    """The ``split`` of the registered dataset ``name`` made with ``options``, cut to its first
+    ``limit`` images; ``data_dir`` as for :func:`resolve_data_dir`. ``shape``: the image shape a
+    model takes; a dataset whose factory has a ``shape_of(**options)`` is checked against it
+    before any image is read (a model file cannot make vaecli read images of another size)."""
+    if shape is not None:
+        check_shape(name, dict(options or {}), tuple(shape))
+    data, what = registry.datasets.call(name, (resolve_data_dir(data_dir), split), dict(options or {}))
+    if not isinstance(data, ImageData):
+        raise VaeError(f"{what} did not give vaecli ImageData (got {type(data).__name__})")
+    if limit is not None:
+        data = ImageData(data.images[:limit], None if data.labels is None else data.labels[:limit], data.name)
+    return data
+
+
+def check_shape(name: str, options: dict[str, object], shape: tuple[int, ...]) -> None:
+    """Fail when dataset ``name``, made with ``options``, says its images are not ``shape``."""
+    shape_of = getattr(registry.datasets.load(name), "shape_of", None)
+    if shape_of is None:
+        return
+    what = registry.datasets.describe(name)
+    given = call_with_options(shape_of, what, (), options)
+    if tuple(given) != shape:
+        raise VaeError(
+            f"dataset '{name}' has images of shape {tuple(given)} (channels, height, width) with these "
+            f"options, but the model takes {shape} (nothing was read)"
+        )
+
+
+def check_split(name: str, split: str, splits: tuple[str, ...] = SPLITS) -> None:
+    """One line unless ``split`` is one of the dataset's ``splits``."""
+    if split not in splits:
+        raise UsageError(f"dataset '{name}' has no split '{split}' (it has: {', '.join(splits)})")
+
+
+def fetch(name: str, where: Path, files: list[str], download: bool, make: Callable[[], Any]) -> Any:
+    """Call ``make`` (a torchvision dataset made with ``download``), which fetches the dataset's
+    files into ``where`` and checks the checksums torchvision publishes. Its progress goes to
+    stderr (stdout is for results). A failure, or no download allowed, is one line saying which
+    files to put where; only folders made here, and left empty, are removed."""
+    created = [p for p in (where, *where.parents) if not p.exists()]
+    try:
+        if not download:
+            raise FileNotFoundError("download=false")
+        with contextlib.redirect_stdout(sys.stderr):
+            return make()
+    except Exception as exc:
+        for path in created:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(exc).__name__
+        raise VaeError(
+            f"{name} is not in {where} and could not be downloaded ({reason}); put the files "
+            f"{', '.join(files)} there, or point --data-dir or ${DATA_DIR_ENV} at a folder that holds them"
+        ) from exc
