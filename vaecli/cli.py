@@ -444,7 +444,8 @@ def plugins(
         if status.clashes:
             state += f" (also in {', '.join(status.clashes)}: name one as DIST:NAME)"
         table.add_row(entry.kind, entry.name, entry.distribution, entry.version, state)
-    Console(soft_wrap=True).print(table)
+    # One row a line where stdout is a pipe or file (`vae plugins | grep`), whatever its width.
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 1 << 12).print(table)
 
 
 DataOpt = Annotated[

@@ -63,6 +63,11 @@ def suggest_folder(path: str = "", size: Any = None, channels: Any = None, **_: 
     return Suggestion(options, likelihood, told if inferred else None, _likelihood_note(colour))
 
 
+def suggest_colour(**_: Any) -> Suggestion:
+    """What a dataset of 8-bit colour images suggests: the gaussian likelihood."""
+    return Suggestion(likelihood="gaussian", likelihood_note=_likelihood_note(True))
+
+
 def _likelihood_note(colour: bool) -> str:
     if colour:
         return "likelihood gaussian, for 8-bit colour images, dequantised (--likelihood chooses another)"

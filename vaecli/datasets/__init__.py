@@ -6,6 +6,11 @@ training loop can keep them on the device and index batches out of them.
 
 - :mod:`~vaecli.datasets.base`: ImageData, data folders, loading by name, fetching files
 - :mod:`~vaecli.datasets.idx`: MNIST's IDX format: mnist, fashion-mnist, kmnist, emnist
+- :mod:`~vaecli.datasets.binarized`: Larochelle's binarized-mnist (.amat)
+- :mod:`~vaecli.datasets.omniglot`: Burda's 28x28 omniglot (.mat)
+- :mod:`~vaecli.datasets.cifar`: cifar10 (python batches, read without running any pickle)
+- :mod:`~vaecli.datasets.svhn`: svhn (.mat); :mod:`~vaecli.datasets.matfiles` reads .mat files
+- :mod:`~vaecli.datasets.celeba`: celeba (aligned JPEGs and the official split)
 - :mod:`~vaecli.datasets.folder`: a folder of image files
 """
 

@@ -38,6 +38,9 @@ class ImageData:
     images: torch.Tensor
     labels: torch.Tensor | None
     name: str
+    #: How the images were made, when that is part of how models on them compare (binarized-mnist's
+    #: fixed binarisation); the model file records it.
+    protocol: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, torch.Tensor) or self.images.dim() != 4:
@@ -133,7 +136,8 @@ def load_dataset(
     if not isinstance(data, ImageData):
         raise VaeError(f"{what} did not give vaecli ImageData (got {type(data).__name__})")
     if limit is not None:
-        data = ImageData(data.images[:limit], None if data.labels is None else data.labels[:limit], data.name)
+        labels = None if data.labels is None else data.labels[:limit]
+        data = ImageData(data.images[:limit], labels, data.name, data.protocol)
     return data
 
 

@@ -353,6 +353,7 @@ def model_info(config: TrainConfig, data: ImageData, model: VAE, resolved: dict[
             "shape": list(data.shape),
             "dtype": "uint8",
             "preprocessing": model.likelihood.preprocessing(),
+            **({"protocol": data.protocol} if data.protocol else {}),
         },
         "training": resolved,
         "parts": parts,
