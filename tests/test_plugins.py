@@ -202,7 +202,8 @@ def test_real_plugin_package_end_to_end(shapes_plugin, tmp_path):
     evaluated = vae("eval", str(run), "--k", "20", "--limit", "100", "--json")  # the model's own dataset
     assert evaluated.returncode == 0, evaluated.stderr
     numbers = json.loads(evaluated.stdout)
-    assert numbers["data"] == "shapes" and numbers["images"] == 100 and numbers["latent_dim"] == 4
+    assert numbers["data"] == "vaecli-shapes:shapes" and numbers["images"] == 100
+    assert numbers["latent_dim"] == 4
     assert numbers["neg_log_px"] < numbers["neg_elbo"] and "neg_log_px" in numbers["bits_per_dim"]
     saved = sorted((run / "eval").glob("*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["neg_log_px"] == numbers["neg_log_px"]
@@ -324,3 +325,69 @@ def test_a_plugin_objective_and_callback_from_a_real_package(shapes_plugin, tmp_
     assert "objective 'cyclical' (vaecli-shapes 0.1.0): option ratio must be in (0, 1]" in one_line(
         bad.stderr
     )
+
+
+TINYSET = """
+import torch
+from vaecli.datasets import ImageData
+
+
+def tinyset(root, split):
+    g = torch.Generator().manual_seed({seed} + (split == "test"))
+    return ImageData(torch.randint(0, 256, (64, 1, 8, 8), generator=g).to(torch.uint8), None, "tinyset")
+"""
+
+
+def _tinyset_distribution(site: Path, dist: str, seed: int) -> None:
+    module = dist.replace("-", "_")
+    fake_distribution(site, dist, {"vaecli.datasets": {"tinyset": f"{module}:tinyset"}},
+                      {module: TINYSET.format(seed=seed)})  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_run_keeps_its_own_packages_part_when_another_registers_the_same_name(tmp_path):
+    # Trained with zz-data's 'tinyset'; then aa-data, whose name sorts first, registers one too.
+    first, both, second = tmp_path / "first", tmp_path / "both", tmp_path / "second"
+    _tinyset_distribution(first, "zz-data", seed=1)
+    for site in (both, second):
+        _tinyset_distribution(site, "aa-data", seed=2)
+    _tinyset_distribution(both, "zz-data", seed=1)
+    run = tmp_path / "run"
+    args = [
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--hidden",
+        "16",
+        "--latent-dim",
+        "2",
+        "--device",
+        "cpu",
+        "-q",
+    ]
+    assert vae("train", "--data", "tinyset", *args, "--out", str(run), site=first).returncode == 0
+    assert "data: zz-data:tinyset\n" in (run / "config.yaml").read_text()
+
+    alone = json.loads(vae("eval", str(run), "--k", "4", "--json", site=first).stdout)
+    clashing = vae("eval", str(run), "--k", "4", "--json", site=both)
+    assert clashing.returncode == 0, clashing.stderr
+    assert json.loads(clashing.stdout)["neg_elbo"] == alone["neg_elbo"]  # zz-data's images, not aa-data's
+    again = tmp_path / "again"
+    retrained = vae("train", "--config", str(run / "config.yaml"), "--out", str(again), site=both)
+    assert retrained.returncode == 0, retrained.stderr
+    header = json.loads(safe_open_metadata(again / "model.safetensors"))
+    assert header["parts"]["dataset"]["distribution"] == "zz-data"
+
+    missing = vae("eval", str(run), "--k", "4", site=second)  # zz-data gone, aa-data there
+    assert missing.returncode == 1
+    wanted = "needs the dataset 'tinyset' from the package zz-data 1.0, which is not installed: "
+    wanted += "pip install zz-data"
+    assert one_line(missing.stderr).endswith(wanted)
+
+
+def safe_open_metadata(path: Path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()["vaecli-model"]

@@ -30,7 +30,7 @@ from vaecli.errors import UsageError, VaeError
 from vaecli.fileio import strict_json, write_text_atomic
 from vaecli.likelihoods import Likelihood
 from vaecli.model import VAE, kl_to_standard_normal
-from vaecli.modelfile import load_model, model_path
+from vaecli.modelfile import load_model, model_path, recorded_part
 
 if TYPE_CHECKING:
     from vaecli.config import EvalConfig
@@ -335,7 +335,7 @@ def _dataset_of(
     if not isinstance(name, str):
         raise UsageError(f"{path} does not record the dataset it was trained on; pass --data NAME")
     recorded_options = recorded.get("options") if isinstance(recorded.get("options"), dict) else {}
-    return name, {**recorded_options, **options}
+    return recorded_part(header, "dataset", name, str(path)), {**recorded_options, **options}
 
 
 def eval_file_name(config: EvalConfig, other_data: dict[str, Any] | None = None) -> str:

@@ -222,19 +222,26 @@ _DTYPES = {
 def _with_installed_parts(spec: ModelSpec, header: dict[str, Any], path: Path) -> ModelSpec:
     """``spec`` naming the architecture and likelihood as DIST:NAME when the distribution that
     trained the model provides them; a missing plugin is an error that says what to install."""
-    parts = header.get("parts") if isinstance(header.get("parts"), dict) else {}
-    names = {}
-    for kind, name in (("architecture", spec.architecture), ("likelihood", spec.likelihood)):
-        recorded = parts.get(kind) if isinstance(parts.get(kind), dict) else {}
-        entry = registry.BY_KIND[kind].require(name, recorded, str(path))
-        dist = recorded.get("distribution")
-        names[kind] = entry.qualified_name if dist and entry.distribution == dist else name
+    parts = (("architecture", spec.architecture), ("likelihood", spec.likelihood))
+    names = {kind: recorded_part(header, kind, name, str(path)) for kind, name in parts}
     return ModelSpec(
         **{**asdict(spec), "architecture": names["architecture"], "likelihood": names["likelihood"]}
     )
 
 
-#: Where a model header names each part besides its ``parts`` section: (section, key).
+def recorded_part(header: dict[str, Any], kind: str, name: str, where: str) -> str:
+    """``name`` (a part of ``kind`` a model or run was made with) as DIST:NAME when its header's
+    ``parts`` section records the distribution that provided it, so that a second package that
+    registers the same name is never used instead; a missing package is one line saying which
+    to install."""
+    parts = header.get("parts") if isinstance(header.get("parts"), dict) else {}
+    recorded = parts.get(kind) if isinstance(parts.get(kind), dict) else {}
+    entry = registry.BY_KIND[kind].require(name, recorded, where)
+    dist = recorded.get("distribution")
+    # (vaecli's own parts take precedence over any plugin's: their bare names are safe)
+    return entry.qualified_name if dist and entry.distribution == dist != "vaecli" else name
+
+
 PART_NAMES = {
     "architecture": ("model", "architecture"),
     "likelihood": ("model", "likelihood"),

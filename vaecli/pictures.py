@@ -20,6 +20,7 @@ from vaecli.errors import UsageError, VaeError
 from vaecli.evaluation import kl_per_dimension
 from vaecli.images import check_grid, grid_png
 from vaecli.model import VAE
+from vaecli.modelfile import recorded_part
 
 DEFAULT_TRAVERSE_ROWS = 10
 
@@ -54,7 +55,7 @@ def _dataset_config(header: dict[str, Any], choice: DataChoice) -> TrainConfig:
     if choice.name is None:
         if not isinstance(own_name, str):
             raise UsageError("the model does not record its dataset; name one with --data")
-        name, options = own_name, {**own_options, **given}
+        name, options = recorded_part(header, "dataset", own_name, "the model"), {**own_options, **given}
     else:
         name, options = choice.name, given
         config = TrainConfig(data=name, data_options=options)

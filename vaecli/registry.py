@@ -195,14 +195,14 @@ class Registry:
         recorded = {k: v for k, v in given.items() if isinstance(v, str)}
         dist = recorded.get("distribution")
         bare = recorded.get("name", name.rpartition(":")[2])
-        for candidate in ([f"{dist}:{bare}"] if dist else []) + [name]:
-            try:
-                entry = self.entry(candidate)
-            except UsageError:
-                continue
-            return entry
         if not dist:
-            self.entry(name)  # the plain "unknown ... (available: ...)" line
+            return self.entry(name)  # (or the plain "unknown ... (available: ...)" line)
+        # Only the recorded package's entry: another package's part of the same name would make a
+        # model score on other images, or a run train another architecture, without a word.
+        try:
+            return self.entry(f"{dist}:{bare}")
+        except UsageError:
+            pass
         version = recorded.get("version", "")
         raise VaeError(
             f"{where} needs the {self.kind} '{bare}' from the package {dist} {version}".rstrip()

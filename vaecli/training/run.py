@@ -339,7 +339,21 @@ def resolved_config(config: TrainConfig, model: VAE, objective: Objective, run_d
     arch = dict(model.spec.architecture_options) if model.spec else dict(config.arch_options)
     data_dir = absolute_data_dir(config.data_dir) if config.data_dir else None  # (a relative one: from here)
     return {**asdict(config), "data_dir": data_dir, "arch_options": arch,
-            "objective_options": objective.options(), "out": str(run_dir), "force": False}  # fmt: skip
+            "objective_options": objective.options(), "out": str(run_dir), "force": False,
+            **plugin_part_names(config)}  # fmt: skip
+
+
+def plugin_part_names(config: TrainConfig) -> dict[str, str]:
+    """The config's parts that come from plugins, as DIST:NAME: a package installed later that
+    registers the same name is then never taken for them (vaecli's own take precedence over any
+    plugin's, so their bare names are safe)."""
+    kinds = {"data": "dataset", "arch": "architecture", "likelihood": "likelihood", "objective": "objective"}
+    named = {}
+    for key, kind in kinds.items():
+        entry = registry.BY_KIND[kind].entry(getattr(config, key))
+        if entry.distribution != "vaecli":
+            named[key] = entry.qualified_name
+    return named
 
 
 def model_info(config: TrainConfig, data: ImageData, model: VAE, resolved: dict[str, Any]) -> dict[str, Any]:
