@@ -69,3 +69,12 @@ def no_progress_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     from vaecli.console import PROGRESS_ENV
 
     monkeypatch.setenv(PROGRESS_ENV, "3600")
+
+
+@pytest.fixture(autouse=True)
+def data_cache_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The dataset cache in a folder of the test session's: never in the shared data folder."""
+    from vaecli.datasets.cache import CACHE_ENV
+
+    if not os.environ.get(CACHE_ENV):
+        monkeypatch.setenv(CACHE_ENV, str(tmp_path_factory.getbasetemp() / "data-cache"))

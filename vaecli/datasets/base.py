@@ -106,16 +106,22 @@ def model_data_dir(header: dict[str, Any], data_dir: str | None) -> str | None:
     return None
 
 
-def suggest(name: str, options: dict[str, Any]) -> Suggestion:
+def suggest(name: str, options: dict[str, Any], data_dir: str | os.PathLike[str] | None = None) -> Suggestion:
     """What the dataset ``name`` with ``options`` suggests (its factory's ``suggest(**options)``;
-    none for one without)."""
+    none for one without), kept in the dataset cache for a dataset with ``sources``."""
+    from vaecli.datasets.cache import cached_suggestion
+
     hook = getattr(registry.datasets.load(name), "suggest", None)
     if hook is None:
         return Suggestion()
-    suggestion = call_with_options(hook, registry.datasets.describe(name), (), options)
-    if not isinstance(suggestion, Suggestion):
-        raise VaeError(f"{registry.datasets.describe(name)}: suggest() did not give a vaecli Suggestion")
-    return suggestion
+
+    def compute() -> Suggestion:
+        suggestion = call_with_options(hook, registry.datasets.describe(name), (), options)
+        if not isinstance(suggestion, Suggestion):
+            raise VaeError(f"{registry.datasets.describe(name)}: suggest() did not give a vaecli Suggestion")
+        return suggestion
+
+    return cached_suggestion(name, options, resolve_data_dir(data_dir), compute)
 
 
 def load_dataset(
@@ -127,14 +133,23 @@ def load_dataset(
     shape: tuple[int, ...] | None = None,
 ) -> ImageData:
     """The ``split`` of the registered dataset ``name`` made with ``options``, cut to its first
-    ``limit`` images; ``data_dir`` as for :func:`resolve_data_dir`. ``shape``: the image shape a
-    model takes; a dataset whose factory has a ``shape_of(**options)`` is checked against it
+    ``limit`` images; ``data_dir`` as for :func:`resolve_data_dir`. Datasets with ``sources``
+    are decoded once and memory-mapped from then on (:mod:`vaecli.datasets.cache`). ``shape``:
+    the image shape a model takes; a dataset whose factory has a ``shape_of(**options)`` is checked against it
     before any image is read (a model file cannot make vaecli read images of another size)."""
     if shape is not None:
         check_shape(name, dict(options or {}), tuple(shape))
-    data, what = registry.datasets.call(name, (resolve_data_dir(data_dir), split), dict(options or {}))
-    if not isinstance(data, ImageData):
-        raise VaeError(f"{what} did not give vaecli ImageData (got {type(data).__name__})")
+    from vaecli.datasets.cache import load_cached
+
+    root, given = resolve_data_dir(data_dir), dict(options or {})
+
+    def load() -> ImageData:
+        data, what = registry.datasets.call(name, (root, split), given)
+        if not isinstance(data, ImageData):
+            raise VaeError(f"{what} did not give vaecli ImageData (got {type(data).__name__})")
+        return data
+
+    data = load_cached(name, split, given, root, load)
     if limit is not None:
         labels = None if data.labels is None else data.labels[:limit]
         data = ImageData(data.images[:limit], labels, data.name, data.protocol)

@@ -84,4 +84,9 @@ def _shape(download: bool | str = True) -> tuple[int, int, int]:
     return (1, 28, 28)
 
 
+def _sources(root: Path, split: str, **_: object) -> list[Path]:
+    return [Path(root) / FOLDER / FILES["valid" if split == "val" else split if split in FILES else "test"]]
+
+
 binarized_mnist.shape_of = _shape  # type: ignore[attr-defined]
+binarized_mnist.sources = _sources  # type: ignore[attr-defined]

@@ -91,5 +91,14 @@ def _shape(download: bool | str = True, size: str | int = 64) -> tuple[int, int,
     return (3, _side(size), _side(size))
 
 
+def _sources(root: Path, split: str, **_: object) -> list[Path]:
+    where = Path(root) / FOLDER
+    if split not in SPLIT_CODES or not (where / PARTITION).is_file():
+        return [where / PARTITION]  # (missing: the dataset itself fetches it, or says where it goes)
+    names = read_partition(where / PARTITION)[SPLIT_CODES[split]]
+    return [where / PARTITION, *(where / IMAGES / name for name in names)]
+
+
 celeba.shape_of = _shape  # type: ignore[attr-defined]
+celeba.sources = _sources  # type: ignore[attr-defined]
 celeba.suggest = suggest_colour  # type: ignore[attr-defined]

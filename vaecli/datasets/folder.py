@@ -90,7 +90,15 @@ def _folder_shape(path: str = "", size: str | int = 28, channels: str | int = 1,
     return (as_int(channels, "channels"), *_image_size(size))
 
 
+def _folder_sources(root: Path, split: str, path: str = "", **_: object) -> list[Path]:
+    from vaecli.imagefiles import find_images
+
+    return list(find_images([Path(path).expanduser()]))
+
+
 # A dataset factory's shape_of(**options) tells the image shape without reading any image.
 folder.shape_of = _folder_shape  # type: ignore[attr-defined]
+# A dataset factory's sources(root, split, **options) lists the files it reads: it is then cached.
+folder.sources = _folder_sources  # type: ignore[attr-defined]
 # A dataset factory's suggest(**options) infers options left out and the likelihood that suits it.
 folder.suggest = suggest_folder  # type: ignore[attr-defined]

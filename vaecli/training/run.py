@@ -164,7 +164,7 @@ def complete_config(config: TrainConfig, tell: bool = True, infer_options: bool 
             owners = " and ".join(f"{key} is {name}'s" for key, name in implied.items())
             raise UsageError(f"options of two likelihoods ({owners}): choose one with --likelihood")
         likelihood = next(iter(implied.values()), AUTO)
-    suggestion = suggest(config.data, dict(config.data_options))
+    suggestion = suggest(config.data, dict(config.data_options), config.data_dir)
     auto = likelihood == AUTO
     told = (suggestion.options_note if infer_options else None, suggestion.likelihood_note if auto else None)
     for line in told if tell else ():
