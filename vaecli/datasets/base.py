@@ -20,7 +20,7 @@ import torch
 
 from vaecli import registry
 from vaecli.errors import UsageError, VaeError
-from vaecli.options import call_with_options
+from vaecli.options import as_bool, call_with_options
 from vaecli.suggestions import Suggestion
 
 DATA_DIR_ENV = "VAECLI_DATA_DIR"
@@ -197,3 +197,13 @@ def fetch(name: str, where: Path, files: list[str], download: bool, make: Callab
             f"{name} is not in {where} and could not be downloaded ({reason}); put the files "
             f"{', '.join(files)} there, or point --data-dir or ${DATA_DIR_ENV} at a folder that holds them"
         ) from exc
+
+
+def fixed_shape(channels: int, height: int, width: int) -> Callable[..., tuple[int, int, int]]:
+    """A ``shape_of`` for a dataset whose images have one shape and whose one option is ``download``."""
+
+    def shape_of(download: bool | str = True) -> tuple[int, int, int]:
+        as_bool(download, "download")
+        return (channels, height, width)
+
+    return shape_of

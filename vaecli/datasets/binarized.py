@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaecli.datasets.base import ImageData, check_split, fetch
+from vaecli.datasets.base import ImageData, check_split, fetch, fixed_shape
 from vaecli.errors import VaeError
 from vaecli.options import as_bool
 
@@ -79,14 +79,9 @@ def _download(where: Path, name: str) -> None:
     download_url(URL + name, str(where), name)
 
 
-def _shape(download: bool | str = True) -> tuple[int, int, int]:
-    as_bool(download, "download")
-    return (1, 28, 28)
-
-
 def _sources(root: Path, split: str, **_: object) -> list[Path]:
     return [Path(root) / FOLDER / FILES["valid" if split == "val" else split if split in FILES else "test"]]
 
 
-binarized_mnist.shape_of = _shape  # type: ignore[attr-defined]
+binarized_mnist.shape_of = fixed_shape(1, 28, 28)  # type: ignore[attr-defined]
 binarized_mnist.sources = _sources  # type: ignore[attr-defined]

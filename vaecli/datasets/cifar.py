@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaecli.datasets.base import ImageData, check_split, fetch
+from vaecli.datasets.base import ImageData, check_split, fetch, fixed_shape
 from vaecli.errors import VaeError
 from vaecli.options import as_bool
 from vaecli.suggestions import suggest_colour
@@ -83,10 +83,5 @@ def _download(root: Path) -> None:
     CIFAR10(str(root), train=True, download=True)
 
 
-def _shape(download: bool | str = True) -> tuple[int, int, int]:
-    as_bool(download, "download")
-    return (3, 32, 32)
-
-
-cifar10.shape_of = _shape  # type: ignore[attr-defined]
+cifar10.shape_of = fixed_shape(3, 32, 32)  # type: ignore[attr-defined]
 cifar10.suggest = suggest_colour  # type: ignore[attr-defined]

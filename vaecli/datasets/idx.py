@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from vaecli.datasets.base import ImageData, check_split, fetch
+from vaecli.datasets.base import ImageData, check_split, fetch, fixed_shape
 from vaecli.errors import UsageError, VaeError
 from vaecli.options import as_bool
 
@@ -132,9 +132,7 @@ def _mnist_like(name: str, folder: str, cls_name: str, checksums: dict[str, str]
     return factory
 
 
-def _shape_28(download: bool | str = True, **_: Any) -> tuple[int, int, int]:
-    as_bool(download, "download")
-    return (1, 28, 28)
+_shape_28 = fixed_shape(1, 28, 28)
 
 
 def mnist(root: Path, split: str, download: bool | str = True) -> ImageData:

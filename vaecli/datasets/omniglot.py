@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaecli.datasets.base import ImageData, check_split, fetch
+from vaecli.datasets.base import ImageData, check_split, fetch, fixed_shape
 from vaecli.datasets.matfiles import read_mat
 from vaecli.errors import VaeError
 from vaecli.options import as_bool
@@ -51,9 +51,4 @@ def _download(where: Path) -> None:
     download_url(URL, str(where), FILE)
 
 
-def _shape(download: bool | str = True) -> tuple[int, int, int]:
-    as_bool(download, "download")
-    return (1, 28, 28)
-
-
-omniglot.shape_of = _shape  # type: ignore[attr-defined]
+omniglot.shape_of = fixed_shape(1, 28, 28)  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaecli.datasets.base import ImageData, check_split, fetch
+from vaecli.datasets.base import ImageData, check_split, fetch, fixed_shape
 from vaecli.datasets.matfiles import read_mat
 from vaecli.errors import VaeError
 from vaecli.options import as_bool
@@ -44,10 +44,5 @@ def _download(where: Path, split: str) -> None:
     SVHN(str(where), split=split, download=True)
 
 
-def _shape(download: bool | str = True) -> tuple[int, int, int]:
-    as_bool(download, "download")
-    return (3, 32, 32)
-
-
-svhn.shape_of = _shape  # type: ignore[attr-defined]
+svhn.shape_of = fixed_shape(3, 32, 32)  # type: ignore[attr-defined]
 svhn.suggest = suggest_colour  # type: ignore[attr-defined]
