@@ -158,6 +158,12 @@ def main() -> None:
             limits[name].append(matmul_limit(config, batch, device=args.device))
         row = ", ".join(f"{r[-1]:.0f}" for r in rates.values())
         print(f"  round {round_}: images/s {row}", flush=True)
+    print_results(rates, limits)
+
+
+def print_results(rates: dict[str, list[float]], limits: dict[str, list[MatmulLimit]]) -> None:
+    """Each contestant's best epoch against the baseline's, the spread over rounds, and the matmul limits."""
+    contestants = [name for name in rates if name != "baseline"]
     best = max(rates["baseline"])
     print(f"{'':48} {'images/s':>10} {'x baseline':>11} {'% of matmul':>12}")
     print(f"{'DataLoader + ToTensor loop (pytorch/examples)':48} {best:10.0f} {1:10.2f}x")

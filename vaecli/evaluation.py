@@ -236,31 +236,50 @@ def evaluate(
             x = data[start : start + images_per_chunk].to(device)
             b = x.shape[0]
             mu, logvar = model.encode(x)
-            log_sum_w = torch.full((b,), -math.inf, dtype=torch.float64, device=device)
-            recon_sum = torch.zeros(b, dtype=torch.float64, device=device)
-            for first in range(0, k, samples_per_chunk):
-                s = min(samples_per_chunk, k - first)
-                eps = torch.randn((b, s, d), generator=generator, device=device, dtype=mu.dtype)
-                log_px_z, log_w = model.importance_terms(x, mu, logvar, eps)
-                log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w.double(), dim=1))
-                recon_sum += log_px_z.double().sum(1)
+            log_mean_w, recon_mean = _importance_sums(model, x, mu, logvar, k, samples_per_chunk, generator)
             rows = slice(start, start + b)
             kl[rows] = kl_to_standard_normal(mu, logvar).double().cpu()
-            recon[rows] = (recon_sum / k).cpu()
+            recon[rows] = recon_mean.cpu()
             elbo[rows] = recon[rows] - kl[rows].sum(1)
-            log_px[rows] = (log_sum_w - math.log(k)).cpu()
+            log_px[rows] = log_mean_w.cpu()
             mu_all[rows] = mu.double().cpu()
             if progress is not None:
                 progress(start + b, n)
     finally:
         model.train(was_training)
+    return _report(model, data, k, seed, PerImage(elbo=elbo, log_px=log_px, mu=mu_all), recon, kl, started)
+
+
+def _importance_sums(
+    model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, k: int, samples_per_chunk: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """For images x and q(z|x) = N(mu, exp(logvar)): log (1/k) sum_s w_s, the IS estimate of
+    log p(x), and the mean of log p(x|z_s) over the k samples, drawn ``samples_per_chunk`` at a
+    time; float64, on the model's device."""
+    b, d = x.shape[0], mu.shape[1]
+    log_sum_w = torch.full((b,), -math.inf, dtype=torch.float64, device=mu.device)
+    recon_sum = torch.zeros(b, dtype=torch.float64, device=mu.device)
+    for first in range(0, k, samples_per_chunk):
+        s = min(samples_per_chunk, k - first)
+        eps = torch.randn((b, s, d), generator=generator, device=mu.device, dtype=mu.dtype)
+        log_px_z, log_w = model.importance_terms(x, mu, logvar, eps)
+        log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w.double(), dim=1))
+        recon_sum += log_px_z.double().sum(1)
+    return log_sum_w - math.log(k), recon_sum / k
+
+
+def _report(model: VAE, data: torch.Tensor, k: int, seed: int, per_image: PerImage, recon: torch.Tensor,
+            kl: torch.Tensor, started: float) -> EvalReport:  # fmt: skip
+    """The report from the per-image numbers; a non-finite one is an error naming the first image."""
+    elbo, log_px, n = per_image.elbo, per_image.log_px, per_image.elbo.shape[0]
     bad = ~torch.isfinite(log_px) | ~torch.isfinite(elbo)
     if bad.any():
         raise VaeError(
             f"the model gives a non-finite log-likelihood for {int(bad.sum())} of {n} images "
             f"(the first is image {int(bad.nonzero()[0])})"
         )
-    activity = mu_all.var(dim=0, correction=0)
+    activity = per_image.mu.var(dim=0, correction=0)
     gap = log_px - elbo
     neg_elbo, neg_log_px = -elbo.mean().item(), -log_px.mean().item()
     bpd = None
@@ -268,24 +287,15 @@ def evaluate(
         dims = math.prod(data.shape[1:])
         bpd = {"neg_elbo": bits_per_dim(neg_elbo, dims), "neg_log_px": bits_per_dim(neg_log_px, dims)}
     return EvalReport(
-        images=n,
-        k=k,
-        seed=seed,
-        neg_elbo=neg_elbo,
-        neg_elbo_stderr=_stderr(elbo),
-        reconstruction=-recon.mean().item(),
-        kl=kl.sum(1).mean().item(),
-        neg_log_px=neg_log_px,
-        neg_log_px_stderr=_stderr(log_px),
-        gap=gap.mean().item(),
-        gap_stderr=_stderr(gap),
-        kl_per_dim=kl.mean(0).tolist(),
-        activity=activity.tolist(),
-        active_units=int((activity > ACTIVE_THRESHOLD).sum()),
-        bits_per_dim=bpd,
-        seconds=time.perf_counter() - started,
-        per_image=PerImage(elbo=elbo, log_px=log_px, mu=mu_all),
-    )
+        images=n, k=k, seed=seed,
+        neg_elbo=neg_elbo, neg_elbo_stderr=_stderr(elbo),
+        reconstruction=-recon.mean().item(), kl=kl.sum(1).mean().item(),
+        neg_log_px=neg_log_px, neg_log_px_stderr=_stderr(log_px),
+        gap=gap.mean().item(), gap_stderr=_stderr(gap),
+        kl_per_dim=kl.mean(0).tolist(), activity=activity.tolist(),
+        active_units=int((activity > ACTIVE_THRESHOLD).sum()), bits_per_dim=bpd,
+        seconds=time.perf_counter() - started, per_image=per_image,
+    )  # fmt: skip
 
 
 def evaluate_model(config: EvalConfig, progress: Progress | None = None) -> EvalReport:
