@@ -585,7 +585,9 @@ def eval_command(
     ] = None,
     data_dir: DataDirOpt = None,
     data_opt: DataOptOpt = None,
-    split: Annotated[str, typer.Option(help="test or train.")] = EvalConfig.split,
+    split: Annotated[
+        str, typer.Option(help="test, train or val (where the data have one).")
+    ] = EvalConfig.split,
     k: Annotated[int, typer.Option("--k", help="Importance samples per image.")] = EvalConfig.k,
     seed: SeedOpt = EvalConfig.seed,
     batch_size: Annotated[

@@ -118,7 +118,7 @@ class TrainConfig:
         build_objective(self.objective, self.objective_options)
 
 
-EVAL_SPLITS = ("test", "train")
+EVAL_SPLITS = ("test", "train", "val")
 #: ``likelihood: auto``: the likelihood the dataset suggests (see :mod:`vaecli.suggestions`).
 AUTO = "auto"
 

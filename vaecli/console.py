@@ -71,16 +71,17 @@ class ConsoleObserver:
     """``vae train``'s stderr: a progress bar on a terminal (plain progress lines elsewhere) and
     one row per epoch."""
 
+    #: The row's columns; SPLIT is the split it is on: test, or val where the data have one.
     COLUMNS = {
         "train_loss": "loss",
         "train_neg_elbo": "train -ELBO",
-        "test_neg_elbo": "test -ELBO",
-        "test_reconstruction": "recon",
-        "test_kl": "KL",
+        "SPLIT_neg_elbo": "SPLIT -ELBO",
+        "SPLIT_reconstruction": "recon",
+        "SPLIT_kl": "KL",
     }
-    #: Numbers some objectives add to the row (a test key of another objective is shown by its name).
-    EXTRA = {"test_neg_iw_bound": "test -IW"}
-    KNOWN = {"epoch", "test_bits_per_dim", "images_per_s", "seconds", "elapsed", "skipped_steps"}
+    #: Numbers some objectives add to the row (a key of another objective is shown by its name).
+    EXTRA = {"SPLIT_neg_iw_bound": "SPLIT -IW"}
+    KNOWN = {"epoch", "SPLIT_bits_per_dim", "images_per_s", "seconds", "elapsed", "skipped_steps"}
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -118,17 +119,20 @@ class ConsoleObserver:
             self.progress = None
         if self.quiet:
             return
-        extra = [
-            k for k in metrics if k.startswith("test_") and k not in self.COLUMNS and k not in self.KNOWN
-        ]
+        split = "val" if "val_neg_elbo" in metrics else "test"
+        named = {k.replace("SPLIT", split): v.replace("SPLIT", split) for k, v in self.COLUMNS.items()}
+        known = {k.replace("SPLIT", split) for k in self.KNOWN}
+        extras = {k.replace("SPLIT", split): v.replace("SPLIT", split) for k, v in self.EXTRA.items()}
+        prefix = f"{split}_"
+        extra = [k for k in metrics if k.startswith(prefix) and k not in named and k not in known]
         if not self.header_done:
-            names = ["epoch", *self.COLUMNS.values(), *(self.EXTRA.get(k, k[5:]) for k in extra)]
+            names = ["epoch", *named.values(), *(extras.get(k, k[len(prefix) :]) for k in extra)]
             stderr.print("  ".join(f"{c:>11}" for c in [*names, "bits/dim", "img/s"]), soft_wrap=True)
             self.header_done = True
-        bpd = metrics.get("test_bits_per_dim")
+        bpd = metrics.get(f"{split}_bits_per_dim")
         cells = [
             f"{metrics['epoch']:>11d}",
-            *(f"{metrics[key]:>11.2f}" for key in [*self.COLUMNS, *extra]),
+            *(f"{metrics[key]:>11.2f}" for key in [*named, *extra]),
             f"{bpd:>11.4f}" if bpd is not None else f"{'-':>11}",
             f"{metrics['images_per_s']:>11.0f}",
         ]

@@ -260,6 +260,7 @@ PANEL_SIZE = (360, 280)
 OBJECTIVE_CURVES = (
     ("train loss", "train_loss", PALETTE[2]),
     ("test -IW bound", "test_neg_iw_bound", PALETTE[3]),
+    ("val -IW bound", "val_neg_iw_bound", PALETTE[3]),
 )
 
 
@@ -275,7 +276,8 @@ def curves_png(rows: Sequence[dict[str, Any]], objective: str | None = None) -> 
     epochs = [float(r["epoch"]) for r in rows]
     for i, (title, key) in enumerate(CURVE_PANELS):
         series = []
-        for split, colour in (("train", TRAIN_COLOUR), ("test", TEST_COLOUR)):
+        held = "val" if any("val_neg_elbo" in r for r in rows) else "test"
+        for split, colour in (("train", TRAIN_COLOUR), (held, TEST_COLOUR)):
             values = [_number(r.get(f"{split}_{key}")) for r in rows]
             if any(math.isfinite(v) for v in values):
                 series.append(Series(split, epochs, values, colour))

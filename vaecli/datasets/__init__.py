@@ -20,7 +20,9 @@ from vaecli.datasets.base import (
     ImageData,
     absolute_data_dir,
     check_shape,
+    dataset_splits,
     default_data_dir,
+    has_validation,
     load_dataset,
     model_data_dir,
     resolve_data_dir,
@@ -30,7 +32,8 @@ from vaecli.datasets.folder import folder
 from vaecli.datasets.idx import MNIST_FILES, MNIST_SHA256, emnist, fashion_mnist, kmnist, mnist, read_idx
 
 __all__ = [
-    "DATA_DIR_ENV", "MNIST_FILES", "MNIST_SHA256", "SPLITS", "ImageData", "absolute_data_dir", "check_shape",
-    "default_data_dir", "emnist", "fashion_mnist", "folder", "kmnist", "load_dataset", "mnist",
-    "model_data_dir", "read_idx", "resolve_data_dir", "suggest",
+    "DATA_DIR_ENV", "MNIST_FILES", "MNIST_SHA256", "SPLITS", "ImageData", "absolute_data_dir",
+    "check_shape", "dataset_splits", "default_data_dir", "emnist", "fashion_mnist", "folder",
+    "has_validation", "kmnist", "load_dataset", "mnist", "model_data_dir", "read_idx",
+    "resolve_data_dir", "suggest",
 ]  # fmt: skip

@@ -20,11 +20,13 @@ import torch
 
 from vaecli import registry
 from vaecli.errors import UsageError, VaeError
-from vaecli.options import as_bool, call_with_options
+from vaecli.options import as_bool, as_int, call_with_options
 from vaecli.suggestions import Suggestion
 
 DATA_DIR_ENV = "VAECLI_DATA_DIR"
 SPLITS = ("train", "test")
+#: ``--data-opt val=N``: the last N training images are the validation split, the rest train.
+VAL_OPTION = "val"
 
 
 @dataclass
@@ -114,6 +116,7 @@ def suggest(name: str, options: dict[str, Any], data_dir: str | os.PathLike[str]
     hook = getattr(registry.datasets.load(name), "suggest", None)
     if hook is None:
         return Suggestion()
+    options = {k: v for k, v in options.items() if k != VAL_OPTION}
 
     def compute() -> Suggestion:
         suggestion = call_with_options(hook, registry.datasets.describe(name), (), options)
@@ -137,23 +140,64 @@ def load_dataset(
     are decoded once and memory-mapped from then on (:mod:`vaecli.datasets.cache`). ``shape``:
     the image shape a model takes; a dataset whose factory has a ``shape_of(**options)`` is checked against it
     before any image is read (a model file cannot make vaecli read images of another size)."""
+    given = dict(options or {})
+    held_out = given.pop(VAL_OPTION, None)
     if shape is not None:
-        check_shape(name, dict(options or {}), tuple(shape))
-    from vaecli.datasets.cache import load_cached
-
-    root, given = resolve_data_dir(data_dir), dict(options or {})
-
-    def load() -> ImageData:
-        data, what = registry.datasets.call(name, (root, split), given)
-        if not isinstance(data, ImageData):
-            raise VaeError(f"{what} did not give vaecli ImageData (got {type(data).__name__})")
-        return data
-
-    data = load_cached(name, split, given, root, load)
+        check_shape(name, given, tuple(shape))
+    root = resolve_data_dir(data_dir)
+    if held_out is not None or split == "val":
+        data = _validation_split(name, split, given, root, held_out)
+    else:
+        data = _load_split(name, split, given, root)
     if limit is not None:
         labels = None if data.labels is None else data.labels[:limit]
         data = ImageData(data.images[:limit], labels, data.name, data.protocol)
     return data
+
+
+def _load_split(name: str, split: str, options: dict[str, Any], root: Path) -> ImageData:
+    """The dataset's own ``split``, through the cache."""
+    from vaecli.datasets.cache import load_cached
+
+    def load() -> ImageData:
+        data, what = registry.datasets.call(name, (root, split), options)
+        if not isinstance(data, ImageData):
+            raise VaeError(f"{what} did not give vaecli ImageData (got {type(data).__name__})")
+        return data
+
+    return load_cached(name, split, options, root, load)
+
+
+def dataset_splits(name: str) -> tuple[str, ...]:
+    """The splits dataset ``name`` has of its own (its factory's ``splits``; train and test if none)."""
+    return tuple(getattr(registry.datasets.load(name), "splits", SPLITS))
+
+
+def has_validation(name: str, options: dict[str, Any]) -> bool:
+    """Whether the dataset made with ``options`` has a validation split (its own, or val=N)."""
+    return VAL_OPTION in options or "val" in dataset_splits(name)
+
+
+def _validation_split(name: str, split: str, options: dict[str, Any], root: Path, held_out: Any) -> ImageData:
+    """``split`` of a dataset with a validation split: its own, or with val=N the last N training
+    images (and train the rest; test is untouched)."""
+    own = "val" in dataset_splits(name)
+    if held_out is None:
+        if not own:
+            hint = "--data-opt val=N holds out its last N training images"
+            raise UsageError(f"dataset '{name}' has no validation split: {hint}")
+        return _load_split(name, split, options, root)
+    if own:
+        raise UsageError(f"dataset '{name}' has a validation split of its own: leave out --data-opt val")
+    count = as_int(held_out, VAL_OPTION, minimum=1)
+    if split == "test":
+        return _load_split(name, split, options, root)
+    train = _load_split(name, "train", options, root)
+    if count >= len(train):
+        raise UsageError(f"--data-opt val={count}: dataset '{name}' has only {len(train)} training images")
+    part = slice(len(train) - count, None) if split == "val" else slice(None, len(train) - count)
+    labels = None if train.labels is None else train.labels[part]
+    return ImageData(train.images[part], labels, train.name, train.protocol)
 
 
 def check_shape(name: str, options: dict[str, object], shape: tuple[int, ...]) -> None:

@@ -85,3 +85,4 @@ def _sources(root: Path, split: str, **_: object) -> list[Path]:
 
 binarized_mnist.shape_of = fixed_shape(1, 28, 28)  # type: ignore[attr-defined]
 binarized_mnist.sources = _sources  # type: ignore[attr-defined]
+binarized_mnist.splits = ("train", "val", "test")  # type: ignore[attr-defined]

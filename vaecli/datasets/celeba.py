@@ -101,4 +101,5 @@ def _sources(root: Path, split: str, **_: object) -> list[Path]:
 
 celeba.shape_of = _shape  # type: ignore[attr-defined]
 celeba.sources = _sources  # type: ignore[attr-defined]
+celeba.splits = tuple(SPLIT_CODES)  # type: ignore[attr-defined]
 celeba.suggest = suggest_colour  # type: ignore[attr-defined]

@@ -60,6 +60,7 @@ def epoch_report(run: TrainingRun, epoch: int, totals: list[float], seconds: flo
     loss, neg_elbo, reconstruction, kl = (t / seen for t in totals)
     test = mean_elbo(run.model, run.test_x)
     extra = objective_test_metrics(run)
+    split = run.row_split  # (test, or val where the data have a validation split)
     return {
         "epoch": epoch,
         "objective": run.config.objective,  # (its options are in config.yaml)
@@ -67,11 +68,11 @@ def epoch_report(run: TrainingRun, epoch: int, totals: list[float], seconds: flo
         "train_reconstruction": reconstruction,
         "train_kl": kl,
         "train_loss": loss,
-        "test_neg_elbo": test["neg_elbo"],
-        "test_reconstruction": test["reconstruction"],
-        "test_kl": test["kl"],
-        **({"test_bits_per_dim": test["bits_per_dim"]} if "bits_per_dim" in test else {}),
-        **{f"test_{key}": value for key, value in extra.items()},
+        f"{split}_neg_elbo": test["neg_elbo"],
+        f"{split}_reconstruction": test["reconstruction"],
+        f"{split}_kl": test["kl"],
+        **({f"{split}_bits_per_dim": test["bits_per_dim"]} if "bits_per_dim" in test else {}),
+        **{f"{split}_{key}": value for key, value in extra.items()},
         "images_per_s": run.images / seconds,
         "seconds": seconds,
         "elapsed": time.perf_counter() - run.started,

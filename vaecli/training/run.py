@@ -32,7 +32,7 @@ from vaecli.checkpoint import (
 )
 from vaecli.config import AUTO, TrainConfig
 from vaecli.console import note
-from vaecli.datasets import ImageData, absolute_data_dir, load_dataset, suggest
+from vaecli.datasets import ImageData, absolute_data_dir, has_validation, load_dataset, suggest
 from vaecli.distributed import Ranks
 from vaecli.errors import UsageError, VaeError
 from vaecli.evaluation import TEST_PREPARE_SEED, prepare_fixed
@@ -88,6 +88,8 @@ class TrainingRun:
     epoch_seconds_before: float = 0.0
     pictures: tuple[int, dict[str, torch.Tensor]] | None = None  # (epoch, its pictures), drawn once
     guard: NanGuard | None = None  # the steps' NaN guard, set when the loop starts
+    #: The split of ``test_images``, which the epoch's row is on: "val" where the data have one.
+    row_split: str = "test"
 
     @property
     def images(self) -> int:
@@ -273,7 +275,9 @@ def start_run(
     checkpoint (metrics.jsonl cut back to the checkpoint's epoch)."""
     if not resume and ranks.is_main:
         check_run_dir(run_dir, config.force)  # (a new run: checked to be free before any work)
-    train_data, test_data = load_split(config, "train"), load_split(config, "test")
+    # The epoch's row is on the validation split when there is one: the test set is for vae eval.
+    row_split = "val" if has_validation(config.data, config.data_options) else "test"
+    train_data, test_data = load_split(config, "train"), load_split(config, row_split)
     if train_data.shape != test_data.shape:
         raise UsageError(f"dataset '{config.data}': train and test images differ in shape")
     objective = build_objective(config.objective, dict(config.objective_options))
@@ -293,6 +297,7 @@ def start_run(
         prepare_fixed(model.likelihood, test_images, TEST_PREPARE_SEED), {},
     )  # fmt: skip
     run.scheduler = make_scheduler(optimizer, config, run.steps_per_epoch)
+    run.row_split = row_split
     if ranks.is_main and not resume:
         warn_if_few_steps(config, run.steps_per_epoch, len(train_data))
     resolved = resolved_config(config, model, objective, run_dir)
