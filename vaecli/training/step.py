@@ -10,7 +10,7 @@ import torch
 
 from vaecli import distributed, registry
 from vaecli.errors import VaeError
-from vaecli.model import Terms
+from vaecli.model import Elbo, Terms
 from vaecli.objectives import Objective, Progress
 from vaecli.objectives.base import describe
 
@@ -113,7 +113,7 @@ class NanGuard:
         # then reads the verdict itself (one wait for the device per step).
         self.on_device = bool(run.optimizer.defaults.get("fused"))
 
-    def decide(self, part_loss: torch.Tensor, elbo_sum: torch.Tensor, terms: Terms, epoch: int,
+    def decide(self, part_loss: torch.Tensor, elbo_sum: torch.Tensor, elbo: Elbo, epoch: int,
                step: int) -> torch.Tensor:  # fmt: skip
         """Whether the step's images count (a 0-d tensor), with the update applied or skipped
         accordingly when the optimiser steps (:meth:`step`)."""
@@ -125,7 +125,6 @@ class NanGuard:
         apply = loss_ok & grads_ok
         if self.stop:
             fresh = error & ~self.halted
-            elbo = terms.elbo()
             bits = (
                 (~torch.isfinite(elbo.reconstruction).all()).float() * _RECONSTRUCTION
                 + (~torch.isfinite(elbo.kl).all()).float() * _KL
@@ -221,7 +220,7 @@ def train_step(run: TrainingRun, guard: NanGuard, indices: torch.Tensor, epoch: 
     optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(part_loss * (ranks.world_size / x.shape[0])).backward()  # DDP averages over ranks
     run.scaler.unscale_(optimizer)
-    counted = guard.decide(part_loss, elbo_sum, terms, epoch, step)
+    counted = guard.decide(part_loss, elbo_sum, elbo, epoch, step)
     guard.step(optimizer)
     run.scaler.update()
     sums = [part_loss, -elbo_sum, -elbo.reconstruction.float().sum(), elbo.kl.float().sum()]
