@@ -8,7 +8,12 @@ from torch.distributions import Bernoulli as TorchBernoulli
 from torch.distributions import Normal, kl_divergence
 
 from vaecli.likelihoods import Bernoulli
-from vaecli.model import ModelSpec, build_model, kl_to_standard_normal
+from vaecli.model import ModelSpec, build_model
+from vaecli.priors.normal import StandardNormal
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    return StandardNormal(mu.shape[-1], (1, 1, 1)).kl(mu, logvar)
 
 
 def test_kl_matches_torch_distributions():

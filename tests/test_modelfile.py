@@ -113,7 +113,7 @@ def test_a_format_2_model_has_no_output_offset_and_loads_with_a_zero_one(tmp_pat
     path = tmp_path / "m.safetensors"
     save_model(path, model, {})
     header = read_header(path)
-    assert header["format_version"] == 3
+    assert header["format_version"] == 4
     tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k != "output_offset"}
     _rewrite(path, {**header, "format_version": 2}, tensors)
     loaded, _ = load_model(path)

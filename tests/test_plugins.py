@@ -391,3 +391,81 @@ def safe_open_metadata(path: Path) -> str:
 
     with safe_open(str(path), framework="pt") as f:
         return f.metadata()["vaecli-model"]
+
+
+BAD_PRIORS = """
+import torch
+from vaecli.plugin import Prior
+
+class Drawn(Prior):
+    def sample(self, n, generator, temperature=1.0):
+        return torch.randn(n, self.latent_dim, generator=generator) * temperature
+
+class Raises(Drawn):
+    name = "raises"
+    def log_prob(self, z):
+        raise ZeroDivisionError("the scale was 0")
+
+class Late(Drawn):
+    name = "late"  # passes vaecli's check on two codes, then fails inside the training step
+    def log_prob(self, z):
+        if z.shape[0] > 2:
+            raise ZeroDivisionError("the scale was 0")
+        return -z.square().sum(-1)
+
+class Wrong(Drawn):
+    name = "wrong"
+    def log_prob(self, z):
+        return -z.square().sum(-1)
+    def kl(self, mu, logvar):
+        return mu.sum()
+
+class Undrawn(Prior):
+    name = "undrawn"  # no sample()
+    def log_prob(self, z):
+        return -z.square().sum(-1)
+"""
+
+
+def test_a_plugin_prior_that_fails_is_named(tmp_path, mnist_root):
+    site = tmp_path / "site"
+    entries = {name: f"bad_priors:{name.title()}" for name in ("raises", "late", "wrong", "undrawn")}
+    fake_distribution(site, "bad-priors", {"vaecli.priors": entries}, {"bad_priors": BAD_PRIORS})
+    listed = json.loads(vae("plugins", "--json", site=site).stdout)["priors"]
+    found = {(e["name"], e["distribution"]) for e in listed}
+    assert {("raises", "bad-priors"), ("normal", "vaecli")} <= found
+    cases = {
+        "raises": "prior 'raises' (bad-priors 1.0) fails on codes of shape (2, 2): ZeroDivisionError",
+        "late": "prior 'late' (bad-priors 1.0) failed: ZeroDivisionError: the scale was 0",
+        "wrong": "prior 'wrong' (bad-priors 1.0): kl gives shape () for 2 codes of 2 numbers, expected",
+        "undrawn": "prior 'undrawn' (bad-priors 1.0) fails on codes of shape (2, 2): NotImplementedError: "
+        "a prior must define sample(n, generator, temperature)",
+    }
+    for name, message in cases.items():
+        out = tmp_path / name
+        result = vae("train", "--prior", name, *TINY, "--out", str(out), site=site, mnist_root=mnist_root)
+        assert result.returncode == 1, result.stderr
+        assert message in one_line(result.stderr), result.stderr
+        assert not (out / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_plugin_prior_from_a_real_package(shapes_plugin, tmp_path, mnist_root):
+    run = tmp_path / "run"
+    trained = vae("train", "--prior", "laplace", "--prior-opt", "scale=0.5", *TINY[2:], "--epochs", "2",
+                  "--batch-size", "100", "-q", "--out", str(run), mnist_root=mnist_root)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    header = json.loads(
+        subprocess.run([sys.executable, "-c", f"import json; from vaecli.modelfile import read_header; "
+                        f"print(json.dumps(read_header({str(run / 'model.safetensors')!r})))"],
+                       capture_output=True, text=True, check=True).stdout
+    )  # fmt: skip
+    assert header["model"]["prior"] == "laplace"  # (the parts section says whose)
+    assert header["model"]["prior_options"] == {"scale": 0.5, "learn_scale": True}
+    assert header["parts"]["prior"]["distribution"] == "vaecli-shapes"
+    evaluated = vae("eval", str(run), "--k", "20", "--limit", "50", "--json", mnist_root=mnist_root)
+    assert evaluated.returncode == 0, evaluated.stderr
+    numbers = json.loads(evaluated.stdout)
+    assert numbers["kl_per_dim"] is None and numbers["neg_log_px"] < numbers["neg_elbo"]
+    sampled = vae("sample", str(run), "--n", "4", "--out", str(tmp_path / "s.png"))
+    assert sampled.returncode == 0, sampled.stderr

@@ -108,6 +108,12 @@ def train(
         str | None, typer.Option(help="Hidden widths, e.g. 512,256 (same as --arch-opt hidden=...).")
     ] = None,
     latent_dim: Annotated[int, typer.Option(help="Size of z.")] = TrainConfig.latent_dim,
+    prior: Annotated[
+        str, typer.Option(help="Prior p(z): normal (N(0, I)), vamp (VampPrior) or mog (a learned mixture).")
+    ] = TrainConfig.prior,
+    prior_opt: Annotated[
+        list[str] | None, typer.Option(help="A prior option KEY=VALUE (repeatable), e.g. k=500.")
+    ] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = TrainConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option(help="Adam learning rate (peak of the schedule).")] = TrainConfig.lr,
@@ -196,6 +202,8 @@ def train(
         "arch": arch,
         "arch_options": arch_options,
         "latent_dim": latent_dim,
+        "prior": prior,
+        "prior_options": parse_key_values(prior_opt or [], "--prior-opt"),
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
@@ -231,7 +239,8 @@ def train(
         print(result.run_dir)
 
 
-OPTION_KEYS = {"data_options", "arch_options", "likelihood_options", "objective_options", "callbacks"}
+OPTION_KEYS = {"data_options", "arch_options", "likelihood_options", "prior_options", "objective_options",
+               "callbacks"}  # fmt: skip
 
 
 def _resumed_config(ctx: typer.Context, resume: str, flags: dict[str, Any]) -> TrainConfig:
@@ -261,8 +270,9 @@ def _file_config(ctx: typer.Context, path: str, flags: dict[str, Any]) -> TrainC
     merged = {**base, **{k: flags[k] for k in given}}
     for key in given & OPTION_KEYS:
         merged[key] = {**base[key], **flags[key]}
-    if "objective" in given and flags["objective"] != base["objective"]:
-        merged["objective_options"] = flags["objective_options"]  # another objective's options
+    for part in ("objective", "prior"):  # another part's options replace the file's
+        if part in given and flags[part] != base[part]:
+            merged[f"{part}_options"] = flags[f"{part}_options"]
     return config_from_mapping(merged, path)
 
 
@@ -366,6 +376,7 @@ def _given_on_command_line(ctx: typer.Context, allowed: set[str]) -> set[str]:
         "arch_opt": "arch_options",
         "hidden": "arch_options",
         "likelihood_opt": "likelihood_options",
+        "prior_opt": "prior_options",
         "sigma": "likelihood_options",
         "bins": "likelihood_options",
         "objective_opt": "objective_options",
@@ -421,7 +432,7 @@ def sample(
 def plugins(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout instead.")] = False,
 ) -> None:
-    """List every dataset, architecture, likelihood, objective and callback, with its package."""
+    """List every dataset, architecture, likelihood, prior, objective and callback, with its package."""
     import json
 
     from rich.table import Table
@@ -523,7 +534,9 @@ def traverse(
         str | None,
         typer.Option(help="Latent dimensions, e.g. 0,1,5 (default: those with the highest KL)."),
     ] = None,
-    range_: Annotated[float, typer.Option("--range", help="Sweep each dimension over [-R, R].")] = 3.0,
+    range_: Annotated[
+        float, typer.Option("--range", help="Sweep each dimension over [-R, R] prior standard deviations.")
+    ] = 3.0,
     steps: Annotated[int, typer.Option(help="Images per row (at least 2).")] = 11,
     count: Annotated[int, typer.Option(help="Rows when --dims is not given.")] = 10,
     data: DataOpt = None,
@@ -658,10 +671,12 @@ def _print_eval_report(report: Any) -> None:
     dims = Table(box=None, pad_edge=False)
     for column in ("dim", "KL nats", "Cov_x(E_q[z])", "active"):
         dims.add_column(column, justify="right")
-    for d, (kl, activity) in enumerate(zip(report.kl_per_dim, report.activity, strict=True)):
+    kls = report.kl_per_dim or [None] * report.latent_dim  # (a mixture prior's KL has no parts per dimension)
+    for d, (kl, activity) in enumerate(zip(kls, report.activity, strict=True)):
         dims.add_row(
-            str(d), f"{kl:.3f}", f"{activity:.4f}", "yes" if activity > report.active_threshold else "no"
-        )
+            str(d), "-" if kl is None else f"{kl:.3f}", f"{activity:.4f}",
+            "yes" if activity > report.active_threshold else "no",
+        )  # fmt: skip
     console.print(dims)
 
 
@@ -943,7 +958,7 @@ COMMANDS: list[tuple[str, Callable[..., Any], str, str]] = [
     ("export", export_command, MODELS, "The encoder and decoder as ONNX or torch.export files."),
     ("reconstruct", reconstruct, PICTURES, "Images beside their reconstructions."),
     ("interpolate", interpolate, PICTURES, "Decode along the line between two codes."),
-    ("traverse", traverse, PICTURES, "Sweep each latent dimension, the others at 0."),
+    ("traverse", traverse, PICTURES, "Sweep each latent dimension, the others at the prior's mean."),
     ("map", latent_map, PICTURES, "The test set's codes in 2-D, coloured by label."),
     ("plot", plot, PICTURES, "A run's training curves from metrics.jsonl."),
     ("plugins", plugins, EXTEND, "Every registered part and the package it is from."),

@@ -45,6 +45,8 @@ class TrainConfig:
     arch: str = "mlp"
     arch_options: dict[str, Any] = field(default_factory=dict)
     latent_dim: int = 32
+    prior: str = "normal"
+    prior_options: dict[str, Any] = field(default_factory=dict)
     # The default recipe was chosen for wall time to a good model on 2 CPU cores: batch 384 keeps
     # the step mostly matrix products yet takes enough steps per epoch, and 2.5e-3 was the fastest
     # learning rate to 100 nats at that batch in a sweep of batches 128-512 (ELU: see architectures).
@@ -103,6 +105,7 @@ class TrainConfig:
             ("dataset", self.data),
             *((("likelihood", self.likelihood),) if self.likelihood != AUTO else ()),
             ("architecture", self.arch),
+            ("prior", self.prior),
             ("objective", self.objective),
             *(("callback", callback) for callback in self.callbacks),
         ):
@@ -116,6 +119,10 @@ class TrainConfig:
         if self.likelihood != AUTO:
             build_likelihood(self.likelihood, self.likelihood_options)  # checks their options now
         build_objective(self.objective, self.objective_options)
+        from vaecli.priors import build_prior
+
+        # (on a 1-pixel image: only the options are checked, before the data are read)
+        build_prior(self.prior, self.latent_dim, (1, 1, 1), self.prior_options)
 
 
 EVAL_SPLITS = ("test", "train", "val")

@@ -29,7 +29,7 @@ from vaecli.devices import choose_device
 from vaecli.errors import UsageError, VaeError
 from vaecli.fileio import strict_json, write_text_atomic
 from vaecli.likelihoods import Likelihood
-from vaecli.model import VAE, kl_to_standard_normal
+from vaecli.model import VAE
 from vaecli.modelfile import load_model, model_path, recorded_part
 
 if TYPE_CHECKING:
@@ -79,15 +79,17 @@ def mean_elbo(
 
 
 @torch.no_grad()
-def kl_per_dimension(model: VAE, data: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """KL(q(z_d|x) || N(0, 1)) for each latent dimension d, averaged over ``data``: a float64
-    tensor (latent_dim,) in nats/image on the CPU; the entries sum to the mean KL term."""
+def kl_per_dimension(model: VAE, data: torch.Tensor, batch_size: int = 1000) -> torch.Tensor | None:
+    """KL(q(z_d|x) || p(z_d)) for each latent dimension d, averaged over ``data``: a float64
+    tensor (latent_dim,) in nats/image on the CPU whose entries sum to the mean KL term; None
+    when the model's prior has no closed-form KL per dimension (a mixture)."""
+    if not model.kl_exact:
+        return None
     was_training = model.training
     model.eval()
     totals = torch.zeros(model.latent_dim, dtype=torch.float64, device=data.device)
     for start in range(0, data.shape[0], batch_size):
-        mu, logvar = model.encode(data[start : start + batch_size])
-        totals += kl_to_standard_normal(mu, logvar).double().sum(0)
+        totals += model.kl_per_dimension(data[start : start + batch_size]).double().sum(0)
     model.train(was_training)
     return (totals / max(data.shape[0], 1)).cpu()
 
@@ -111,12 +113,13 @@ class EvalReport:
     neg_elbo: float
     neg_elbo_stderr: float | None
     reconstruction: float  # -E_q[log p(x|z)], from the k samples
-    kl: float  # KL(q(z|x) || p(z)), closed form
+    kl: float  # KL(q(z|x) || p(z)): closed form where the prior has one, else from the k samples
     neg_log_px: float  # -(importance-sampled estimate of log p(x))
     neg_log_px_stderr: float | None
     gap: float  # log p(x) estimate - ELBO: an estimate of KL(q(z|x) || p(z|x))
     gap_stderr: float | None
-    kl_per_dim: list[float]
+    kl_per_dim: list[float] | None  # None where the prior has no closed-form KL per dimension
+    kl_per_group: dict[str, float]
     activity: list[float]  # Cov_x(E_q[z_d]) per latent dimension
     active_units: int
     bits_per_dim: dict[str, float] | None
@@ -128,7 +131,7 @@ class EvalReport:
 
     @property
     def latent_dim(self) -> int:
-        return len(self.kl_per_dim)
+        return len(self.activity)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain JSON-able data (per-image tensors left out)."""
@@ -150,6 +153,7 @@ class EvalReport:
             "active_units": self.active_units,
             "active_threshold": self.active_threshold,
             "kl_per_dim": self.kl_per_dim,
+            "kl_per_group": self.kl_per_group,
             "activity": self.activity,
             "seconds": self.seconds,
             "images_per_s": self.images / self.seconds if self.seconds > 0 else None,
@@ -191,6 +195,11 @@ def _device_of(model: VAE) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
+def _dtype_of(model: VAE) -> torch.dtype:
+    parameter = next(model.parameters(), None)
+    return parameter.dtype if parameter is not None else torch.float32
+
+
 def _stderr(values: torch.Tensor) -> float | None:
     """The standard error of the mean of ``values`` (None for fewer than two)."""
     if values.numel() < 2:
@@ -230,19 +239,17 @@ def evaluate(
     # Results are written into tensors made once: small tensors kept from every chunk would
     # sit between the chunks' large temporaries on the heap and let memory grow with n.
     elbo, log_px, recon = (torch.empty(n, dtype=torch.float64) for _ in range(3))
-    kl, mu_all = torch.empty(n, d, dtype=torch.float64), torch.empty(n, d, dtype=torch.float64)
+    mu_all = torch.empty(n, d, dtype=torch.float64)
+    kl: torch.Tensor | None = None  # (n, the KL's parts), made at the first chunk
     try:
         for start in range(0, n, images_per_chunk):
             x = data[start : start + images_per_chunk].to(device)
-            b = x.shape[0]
-            mu, logvar = model.encode(x)
-            log_mean_w, recon_mean = _importance_sums(model, x, mu, logvar, k, samples_per_chunk, generator)
-            rows = slice(start, start + b)
-            kl[rows] = kl_to_standard_normal(mu, logvar).double().cpu()
-            recon[rows] = recon_mean.cpu()
+            b, rows = x.shape[0], slice(start, start + x.shape[0])
+            sums = _importance_sums(model, x, k, samples_per_chunk, generator)
+            kl = torch.empty(n, sums.kl.shape[1], dtype=torch.float64) if kl is None else kl
+            kl[rows], recon[rows], log_px[rows] = sums.kl.cpu(), sums.reconstruction.cpu(), sums.log_px.cpu()
             elbo[rows] = recon[rows] - kl[rows].sum(1)
-            log_px[rows] = log_mean_w.cpu()
-            mu_all[rows] = mu.double().cpu()
+            mu_all[rows] = model.encode(x)[0].double().cpu()
             if progress is not None:
                 progress(start + b, n)
     finally:
@@ -250,23 +257,35 @@ def evaluate(
     return _report(model, data, k, seed, PerImage(elbo=elbo, log_px=log_px, mu=mu_all), recon, kl, started)
 
 
+@dataclass
+class ImportanceSums:
+    """Per image, float64 on the model's device: log (1/k) sum_s w_s (the IS estimate of log p(x)),
+    the mean of log p(x|z_s), and the KL's parts (closed form, or the mean of log q - log p)."""
+
+    log_px: torch.Tensor
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+
+
 def _importance_sums(
-    model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, k: int, samples_per_chunk: int,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """For images x and q(z|x) = N(mu, exp(logvar)): log (1/k) sum_s w_s, the IS estimate of
-    log p(x), and the mean of log p(x|z_s) over the k samples, drawn ``samples_per_chunk`` at a
-    time; float64, on the model's device."""
-    b, d = x.shape[0], mu.shape[1]
-    log_sum_w = torch.full((b,), -math.inf, dtype=torch.float64, device=mu.device)
-    recon_sum = torch.zeros(b, dtype=torch.float64, device=mu.device)
+    model: VAE, x: torch.Tensor, k: int, samples_per_chunk: int, generator: torch.Generator
+) -> ImportanceSums:
+    """The k draws' sums for images x, ``samples_per_chunk`` draws at a time, each drawn through
+    the model's own forward pass (which knows its prior and its latent groups)."""
+    b, noise = x.shape[0], model.noise_dim()
+    log_sum_w = torch.full((b,), -math.inf, dtype=torch.float64, device=x.device)
+    recon_sum = torch.zeros(b, dtype=torch.float64, device=x.device)
+    kl_sum: torch.Tensor | float = 0.0
     for first in range(0, k, samples_per_chunk):
         s = min(samples_per_chunk, k - first)
-        eps = torch.randn((b, s, d), generator=generator, device=mu.device, dtype=mu.dtype)
-        log_px_z, log_w = model.importance_terms(x, mu, logvar, eps)
-        log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w.double(), dim=1))
-        recon_sum += log_px_z.double().sum(1)
-    return log_sum_w - math.log(k), recon_sum / k
+        eps = torch.randn((b, s, noise), generator=generator, device=x.device, dtype=_dtype_of(model))
+        terms = model(x, eps, weights=True)
+        log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(terms.log_weight.double(), dim=1))
+        recon_sum += terms.reconstruction.double().sum(1)
+        # (a closed-form KL is the same for every draw: taken as it is, not averaged)
+        kl_sum = terms.kl.double() if model.kl_exact else kl_sum + terms.kl.double() * s
+    kl = kl_sum if model.kl_exact else kl_sum / k
+    return ImportanceSums(log_sum_w - math.log(k), recon_sum / k, kl)
 
 
 def _report(model: VAE, data: torch.Tensor, k: int, seed: int, per_image: PerImage, recon: torch.Tensor,
@@ -292,7 +311,9 @@ def _report(model: VAE, data: torch.Tensor, k: int, seed: int, per_image: PerIma
         reconstruction=-recon.mean().item(), kl=kl.sum(1).mean().item(),
         neg_log_px=neg_log_px, neg_log_px_stderr=_stderr(log_px),
         gap=gap.mean().item(), gap_stderr=_stderr(gap),
-        kl_per_dim=kl.mean(0).tolist(), activity=activity.tolist(),
+        kl_per_dim=kl.mean(0).tolist() if model.kl_exact else None,
+        kl_per_group=dict(zip(model.kl_groups(), model.kl_by_group(kl).mean(0).tolist(), strict=True)),
+        activity=activity.tolist(),
         active_units=int((activity > ACTIVE_THRESHOLD).sum()), bits_per_dim=bpd,
         seconds=time.perf_counter() - started, per_image=per_image,
     )  # fmt: skip

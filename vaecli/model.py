@@ -1,11 +1,12 @@
-"""The VAE: Gaussian encoder, reparameterisation, prior N(0, I), decoder, and the ELBO."""
+"""The VAE: Gaussian encoder, reparameterisation, a prior (N(0, I) unless another is chosen),
+decoder, and the ELBO."""
 
 from __future__ import annotations
 
 import math
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
@@ -14,8 +15,12 @@ from vaecli import registry
 from vaecli.errors import VaeError
 from vaecli.likelihoods import Likelihood
 from vaecli.options import with_defaults
+from vaecli.priors import Prior, build_prior
+from vaecli.priors.base import check_prior
+from vaecli.priors.normal import StandardNormal
 
 LOG_2PI = math.log(2.0 * math.pi)
+PRIOR_START_IMAGES = 4096  # random training images a learned prior may start from (start_from_data)
 
 
 class Elbo(NamedTuple):
@@ -32,25 +37,66 @@ class Terms(NamedTuple):
 
     #: log p(x|z_s), (B, S)
     reconstruction: torch.Tensor
-    #: KL(q(z_d|x) || p(z_d)) per latent dimension d, closed form, (B, latent_dim)
+    #: KL(q(z|x) || p(z)) in parts that sum to it, (B, parts): per latent dimension in closed
+    #: form where the prior has one (N(0, I)), else the Monte-Carlo estimate mean_s [log q(z_s|x) -
+    #: log p(z_s)] on the same draws, one part per latent group (see VAE.kl_exact)
     kl: torch.Tensor
     #: log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x), (B, S); None unless asked for
     log_weight: torch.Tensor | None = None
 
     def elbo(self) -> Elbo:
-        """The ELBO's terms per image: the S draws' mean reconstruction, the closed-form KL."""
+        """The ELBO's terms per image: the S draws' mean reconstruction, the KL's parts summed."""
         reconstruction = self.reconstruction.mean(1)
         kl = self.kl.sum(-1)
         return Elbo(reconstruction - kl, reconstruction, kl)
 
 
-def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, diag exp(logvar)) || N(0, I)) per latent dimension, in nats."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+class LatentModel(Protocol):
+    """What every command asks of a model (the single-latent :class:`VAE` is one).
+
+    - training: ``forward(x, eps, weights, dreg)`` gives the :class:`Terms` objectives use, for
+      standard-normal noise ``eps`` (B, S, noise_dim()) that the training step draws;
+      ``start_from_data(images)`` once before the first step.
+    - ``vae eval``: the same ``forward(x, eps, weights=True)`` in chunks of draws, for the
+      importance-sampled log p(x) (from Terms.log_weight) and the ELBO; ``kl_exact`` says whether
+      Terms.kl is a closed form (the same for every draw) or a Monte-Carlo estimate to average;
+      ``kl_by_group`` and ``kl_groups`` turn its parts into the KL per latent group.
+    - ``vae encode``, ``map``, ``interpolate``, ``reconstruct``, active units: ``encode(x)``, the
+      mean and log-variance of the code that ``encode`` writes.
+    - ``vae decode``, ``sample``, the pictures: ``decode(z)``, the likelihood's parameters.
+    - ``vae sample``: ``sample_prior(n, generator, temperature)``; ``traverse``: ``prior.moments()``.
+    """
+
+    likelihood: Likelihood
+    latent_dim: int
+    input_shape: tuple[int, int, int]
+    prior: Prior
+
+    def forward(
+        self, x: torch.Tensor, eps: torch.Tensor | None = None, weights: bool = False, dreg: bool = False
+    ) -> Terms: ...
+
+    def noise_dim(self) -> int: ...
+
+    @property
+    def kl_exact(self) -> bool: ...
+
+    def kl_groups(self) -> dict[str, int]: ...
+
+    def kl_by_group(self, kl: torch.Tensor) -> torch.Tensor: ...
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    def sample_prior(self, n: int, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor: ...
+
+    def start_from_data(self, images: torch.Tensor) -> None: ...
 
 
 class VAE(nn.Module):
-    """q(z|x) = N(mu(x), diag sigma(x)^2), p(z) = N(0, I), p(x|z) given by ``likelihood``.
+    """q(z|x) = N(mu(x), diag sigma(x)^2), p(z) given by ``prior`` (N(0, I) by default), p(x|z)
+    given by ``likelihood``.
 
     The decoder's output is added to ``output_offset``, fixed decoder parameters per pixel
     (params_per_pixel, *input_shape): zeros until :meth:`start_from_data` sets them from the
@@ -64,6 +110,7 @@ class VAE(nn.Module):
         likelihood: Likelihood,
         latent_dim: int,
         input_shape: tuple[int, int, int],
+        prior: Prior | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -71,6 +118,8 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.latent_dim = latent_dim
         self.input_shape = tuple(input_shape)
+        self.prior = prior if prior is not None else StandardNormal(latent_dim, self.input_shape)
+        self.prior.attach(self.encode)
         self.register_buffer("output_offset", torch.zeros(likelihood.params_per_pixel, *input_shape))
         #: How to rebuild this model's modules; set by :func:`build_model`.
         self.spec: ModelSpec | None = None
@@ -114,6 +163,36 @@ class VAE(nn.Module):
                 )
             self.output_offset.copy_(fit)  # (any float dtype and device: copied into the model's)
         self.likelihood.fit_own_parameters(images)
+        if type(self.prior).start_from_data is not Prior.start_from_data:  # (no draws for N(0, I))
+            few = images[torch.randperm(images.shape[0])[:PRIOR_START_IMAGES]]
+            self.prior.start_from_data(self.likelihood.prepare(few, torch.Generator().manual_seed(0)))
+
+    @property
+    def kl_exact(self) -> bool:
+        """Whether Terms.kl is the prior's closed form per latent dimension (the same for every
+        draw of z), not a Monte-Carlo estimate."""
+        return type(self.prior).kl is not Prior.kl
+
+    def kl_groups(self) -> dict[str, int]:
+        """The latent groups (name: dimensions) whose KL vae eval and the epoch rows report."""
+        return {"z": self.latent_dim}
+
+    def kl_by_group(self, kl: torch.Tensor) -> torch.Tensor:
+        """Terms.kl's parts (..., parts) added up per latent group (..., groups)."""
+        return kl.sum(-1, keepdim=True)
+
+    def kl_per_dimension(self, x: torch.Tensor) -> torch.Tensor | None:
+        """KL(q(z_d|x) || p(z_d)) per image and latent dimension (B, latent_dim) in closed form,
+        or None where the prior has none."""
+        return self.prior.kl(*self.encode(x))
+
+    def noise_dim(self) -> int:
+        """Standard-normal numbers per draw of z that :meth:`forward` takes as ``eps``."""
+        return self.latent_dim
+
+    def sample_prior(self, n: int, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
+        """n codes from the prior (:meth:`Prior.sample`), on the CPU."""
+        return self.prior.sample(n, generator, temperature)
 
     def elbo(
         self, x: torch.Tensor, generator: torch.Generator | None = None, eps: torch.Tensor | None = None
@@ -122,44 +201,43 @@ class VAE(nn.Module):
         (with the standard-normal noise ``eps`` when given, else drawn from ``generator``)."""
         return self.forward(x, eps, generator=generator).elbo()
 
-    def importance_terms(
-        self,
-        x: torch.Tensor,
-        mu: torch.Tensor,
-        logvar: torch.Tensor,
-        eps: torch.Tensor,
-        weights: bool = True,
-        dreg: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """For images x (b, ...) with q(z|x) = N(mu, exp(logvar)) and noise eps (b, s, d): log p(x|z)
-        and (with ``weights``) the log importance weights log p(x|z) + log p(z) - log q(z|x) of
-        z = mu + sigma * eps, each (b, s).
+    def _draws(
+        self, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor,
+        weights: bool, dreg: bool, monte_carlo_kl: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+        """For images x (b, ...) with q(z|x) = N(mu, exp(logvar)) and noise eps (b, s, d), z = mu +
+        sigma * eps: log p(x|z), the log importance weights log p(x|z) + log p(z) - log q(z|x)
+        (with ``weights``) and log q(z|x) - log p(z) for the Monte-Carlo KL (with
+        ``monte_carlo_kl``), each (b, s) or None.
 
-        ``dreg`` prepares the DReG estimator (Tucker et al. 2018): log q is taken with mu and sigma
-        held fixed (gradients reach them only through z), and the gradient reaching the encoder
-        through each z_s is scaled by its normalised weight w_s. A loss -sum_s w_s log w_s (w held
-        fixed) then has the DReG gradient, sum_s w_s^2 d log w_s / dz_s dz_s / dphi, for the encoder
-        and the IWAE gradient for the decoder."""
+        ``dreg`` prepares the DReG estimator (Tucker et al. 2018): log q in the weights is taken
+        with mu and sigma held fixed (gradients reach them only through z), and the gradient
+        reaching the encoder through each z_s is scaled by its normalised weight w_s. A loss
+        -sum_s w_s log w_s (w held fixed) then has the DReG gradient, sum_s w_s^2 d log w_s / dz_s
+        dz_s / dphi, for the encoder and the IWAE gradient for the decoder."""
         b, s, d = eps.shape
         sigma = torch.exp(0.5 * logvar)
         z = mu.unsqueeze(1) + eps * sigma.unsqueeze(1)
         params = self.decode(z.reshape(b * s, d))
         repeated = x.unsqueeze(1).expand(b, s, *x.shape[1:]).reshape(b * s, *x.shape[1:])
         log_px_z = self.likelihood.log_prob(repeated, params).view(b, s)
+        if not (weights or monte_carlo_kl):
+            return log_px_z, None, None
+        log_pz = self.prior.log_prob(z)
+        # (z - mu) / sigma is eps itself, so log q needs no division.
+        log_qz = -0.5 * (eps.square().sum(-1) + logvar.sum(-1, keepdim=True) + d * LOG_2PI)
+        log_q_over_p = log_qz - log_pz if monte_carlo_kl else None
         if not weights:
-            return log_px_z, None
-        log_pz = -0.5 * (z.square().sum(-1) + d * LOG_2PI)
+            return log_px_z, None, log_q_over_p
         if dreg:
             standard = (z - mu.detach().unsqueeze(1)) / sigma.detach().unsqueeze(1)
             log_qz = -0.5 * (standard.square().sum(-1) + logvar.detach().sum(-1, keepdim=True) + d * LOG_2PI)
-        else:  # (z - mu) / sigma is eps itself, so log q needs no division.
-            log_qz = -0.5 * (eps.square().sum(-1) + logvar.sum(-1, keepdim=True) + d * LOG_2PI)
         log_weight = log_px_z + log_pz - log_qz
         if dreg and z.requires_grad:
             wide = torch.promote_types(log_weight.dtype, torch.float32)
             normalised = torch.softmax(log_weight.detach().to(wide), dim=1).to(z.dtype).unsqueeze(-1)
             z.register_hook(lambda grad: grad * normalised)
-        return log_px_z, log_weight
+        return log_px_z, log_weight, log_q_over_p
 
     def forward(
         self,
@@ -172,13 +250,18 @@ class VAE(nn.Module):
         """The terms objectives need, for noise eps (B, S, latent_dim) or (B, latent_dim) (one
         draw per image from ``generator`` when not given): what training calls, through DDP and
         torch.compile wrappers. ``weights`` adds the log importance weights, ``dreg`` prepares
-        them for the DReG estimator (:meth:`importance_terms`)."""
+        them for the DReG estimator (:meth:`_draws`). The KL is the prior's closed form where it
+        has one, else the Monte-Carlo estimate on these same draws."""
         mu, logvar = self.encode(x)
         if eps is None:
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         eps = eps.unsqueeze(1) if eps.dim() == 2 else eps
-        reconstruction, log_weight = self.importance_terms(x, mu, logvar, eps, weights or dreg, dreg)
-        return Terms(reconstruction, kl_to_standard_normal(mu, logvar), log_weight)
+        closed = self.prior.kl(mu, logvar)
+        reconstruction, log_weight, log_q_over_p = self._draws(
+            x, mu, logvar, eps, weights or dreg, dreg, monte_carlo_kl=closed is None
+        )
+        kl = closed if closed is not None else log_q_over_p.mean(1, keepdim=True)
+        return Terms(reconstruction, kl, log_weight)
 
 
 @dataclass
@@ -191,6 +274,8 @@ class ModelSpec:
     architecture_options: dict[str, Any] = field(default_factory=dict)
     likelihood: str = "bernoulli"
     likelihood_options: dict[str, Any] = field(default_factory=dict)
+    prior: str = "normal"
+    prior_options: dict[str, Any] = field(default_factory=dict)
 
 
 def build_likelihood(name: str, options: dict[str, Any]) -> Likelihood:
@@ -212,12 +297,16 @@ def build_model(spec: ModelSpec, check_shapes: bool = True) -> VAE:
     if not (isinstance(built, tuple) and len(built) == 2 and all(isinstance(m, nn.Module) for m in built)):
         raise VaeError(f"{what} must return (encoder, decoder) torch modules, got {type(built).__name__}")
     encoder, decoder = built
-    model = VAE(encoder, decoder, likelihood, spec.latent_dim, tuple(spec.input_shape))
+    prior = build_prior(spec.prior, spec.latent_dim, tuple(spec.input_shape), spec.prior_options)
+    model = VAE(encoder, decoder, likelihood, spec.latent_dim, tuple(spec.input_shape), prior)
     if check_shapes:
         _check_shapes(model, spec, what)
     # The architecture's defaults are written down with the given options: a model file then
     # rebuilds the same modules even after a default changes.
-    model.spec = replace(spec, architecture_options=with_defaults(factory, args, spec.architecture_options))
+    model.spec = replace(
+        spec, architecture_options=with_defaults(factory, args, spec.architecture_options),
+        prior_options=prior.options(),
+    )  # fmt: skip
     return model
 
 
@@ -242,6 +331,8 @@ def _check_shapes(model: VAE, spec: ModelSpec, what: str) -> None:
         )
     if registry.likelihoods.entry(spec.likelihood).distribution != "vaecli":  # (vaecli's own are tested)
         check_likelihood(model.likelihood, spec, params)
+    if registry.priors.entry(spec.prior).distribution != "vaecli":
+        check_prior(model.prior, registry.priors.describe(spec.prior))
 
 
 def check_likelihood(likelihood: Likelihood, spec: ModelSpec, params: torch.Tensor) -> None:

@@ -21,7 +21,9 @@ from vaecli.fileio import strict_json, write_bytes_atomic
 from vaecli.model import VAE, ModelSpec, build_model
 
 FORMAT = "vaecli-model"
-FORMAT_VERSION = 3  # 2: architecture options are recorded with their defaults; 3: the output offset
+# 2: architecture options are recorded with their defaults; 3: the output offset; 4: the prior
+# (older files have none: N(0, I), without tensors)
+FORMAT_VERSION = 4
 OFFSET_FORMAT = 3  # files before this format hold no output_offset, the same as a zero one
 MODEL_FILE = "model.safetensors"
 MAX_SIZE = 1 << 20  # no image side, channel count or latent size is larger in a real model
@@ -123,8 +125,8 @@ def _spec_of(header: dict[str, Any], path: Path) -> ModelSpec:
         )  # fmt: skip
         spec = ModelSpec(**{**fields, "input_shape": tuple(fields["input_shape"])})
         sizes = (*spec.input_shape, spec.latent_dim)
-        names_ok = isinstance(spec.architecture, str) and isinstance(spec.likelihood, str)
-        options_ok = isinstance(spec.architecture_options, dict) and isinstance(spec.likelihood_options, dict)
+        names_ok = all(isinstance(getattr(spec, part), str) for part in MODEL_PARTS)
+        options_ok = all(isinstance(getattr(spec, f"{part}_options"), dict) for part in MODEL_PARTS)
     except (KeyError, TypeError, ValueError) as exc:
         raise VaeError(f"{path} has an incomplete model description ({exc})") from exc
     if len(spec.input_shape) != 3 or not all(type(v) is int and 0 < v <= MAX_SIZE for v in sizes):
@@ -220,13 +222,14 @@ _DTYPES = {
 
 
 def _with_installed_parts(spec: ModelSpec, header: dict[str, Any], path: Path) -> ModelSpec:
-    """``spec`` naming the architecture and likelihood as DIST:NAME when the distribution that
-    trained the model provides them; a missing plugin is an error that says what to install."""
-    parts = (("architecture", spec.architecture), ("likelihood", spec.likelihood))
-    names = {kind: recorded_part(header, kind, name, str(path)) for kind, name in parts}
-    return ModelSpec(
-        **{**asdict(spec), "architecture": names["architecture"], "likelihood": names["likelihood"]}
-    )
+    """``spec`` naming the architecture, likelihood and prior as DIST:NAME when the distribution
+    that trained the model provides them; a missing plugin is an error that says what to install."""
+    names = {kind: recorded_part(header, kind, getattr(spec, kind), str(path)) for kind in MODEL_PARTS}
+    return ModelSpec(**{**asdict(spec), **names})
+
+
+#: The parts a model file's model section names (the ModelSpec fields of the same names).
+MODEL_PARTS = ("architecture", "likelihood", "prior")
 
 
 def recorded_part(header: dict[str, Any], kind: str, name: str, where: str) -> str:
@@ -245,6 +248,7 @@ def recorded_part(header: dict[str, Any], kind: str, name: str, where: str) -> s
 PART_NAMES = {
     "architecture": ("model", "architecture"),
     "likelihood": ("model", "likelihood"),
+    "prior": ("model", "prior"),
     "dataset": ("data", "name"),
     "objective": ("training", "objective"),
 }

@@ -225,15 +225,22 @@ def interpolation_codes(a: torch.Tensor, b: torch.Tensor, steps: int, slerp: boo
     return codes.to(a.dtype)
 
 
-def traversal_codes(latent_dim: int, dims: Sequence[int], value_range: float, steps: int) -> torch.Tensor:
-    """For each of ``dims``, ``steps`` codes sweeping that dimension over [-range, range] with
-    every other dimension at 0: (len(dims) * steps, latent_dim), row by row."""
+def traversal_codes(
+    latent_dim: int, dims: Sequence[int], value_range: float, steps: int,
+    centre: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """For each of ``dims``, ``steps`` codes sweeping that dimension d over centre_d + scale_d *
+    [-range, range] with every other dimension at its centre: (len(dims) * steps, latent_dim),
+    row by row. The centre and scale (latent_dim,) are the prior's mean and standard deviation
+    (0 and 1 unless given: N(0, I)'s)."""
     check_dims(dims, latent_dim)
     check_traversal(value_range, steps)
+    centre = torch.zeros(latent_dim) if centre is None else centre.float().cpu()
+    scale = torch.ones(latent_dim) if scale is None else scale.float().cpu()
     values = torch.linspace(-value_range, value_range, steps)
-    codes = torch.zeros(len(dims), steps, latent_dim)
+    codes = centre.repeat(len(dims), steps, 1)
     for row, dim in enumerate(dims):
-        codes[row, :, dim] = values
+        codes[row, :, dim] = centre[dim] + scale[dim] * values
     return codes.flatten(0, 1)
 
 
@@ -268,11 +275,17 @@ def parse_dims(text: str) -> list[int]:
         ) from None
 
 
-def top_kl_dims(model: VAE, x: torch.Tensor, count: int) -> tuple[list[int], torch.Tensor]:
-    """The ``count`` dimensions with the highest mean KL on ``x`` (highest first), and all KLs."""
+def top_kl_dims(model: VAE, x: torch.Tensor, count: int) -> tuple[list[int], torch.Tensor, str]:
+    """The ``count`` dimensions with the highest mean KL on ``x`` (highest first), all the KLs and
+    "KL"; for a prior without a KL per dimension (a mixture), by their activity Cov_x(E_q[z_d])
+    instead, and "Cov"."""
     kl = kl_per_dimension(model, x)
-    order = torch.argsort(kl, descending=True, stable=True)
-    return order[: min(count, model.latent_dim)].tolist(), kl
+    if kl is not None:
+        score, what = kl, "KL"
+    else:
+        score, what = latent_means(model, x).double().var(0, correction=0), "Cov"
+    order = torch.argsort(score, descending=True, stable=True)
+    return order[: min(count, model.latent_dim)].tolist(), score, what
 
 
 def project_2d(mu: torch.Tensor) -> tuple[torch.Tensor, tuple[str, str]]:
@@ -382,7 +395,8 @@ def traverse(
     device: str = "auto",
 ) -> Picture:
     """One row per latent dimension (by default the ``count`` with the highest KL on the test
-    set): that dimension swept over [-range, range], every other one at 0."""
+    set): that dimension swept over [-range, range] prior standard deviations around the prior's
+    mean, every other one at the mean."""
     check_traversal(value_range, steps)  # before any work
     if dims is None and count < 1:
         raise UsageError(f"--count must be at least 1, got {count}")
@@ -392,12 +406,12 @@ def traverse(
     check_grid(rows_asked * steps, model.input_shape, f"--steps {steps}", nrow=steps)
     if dims is None:
         split = load_test_split(model, header, data or DataChoice())
-        dims, kl = top_kl_dims(model, split.x, count)
-        rows = ", ".join(f"z{d} (KL {kl[d]:.2f})" for d in dims)
+        dims, score, what = top_kl_dims(model, split.x, count)
+        rows = ", ".join(f"z{d} ({what} {score[d]:.2f})" for d in dims)
     else:
         check_dims(dims, model.latent_dim)
         rows = ", ".join(f"z{d}" for d in dims)
-    codes = traversal_codes(model.latent_dim, dims, value_range, steps)
+    codes = traversal_codes(model.latent_dim, dims, value_range, steps, *model.prior.moments())
     images = decode_images(model, codes, mode, pixel_generator(model, seed))
     return Picture(grid_png(images, nrow=steps), f"rows, top to bottom: {rows}")
 

@@ -1,10 +1,11 @@
 """The public contract for plugin packages: import from here, nothing else in vaecli.
 
-A plugin distribution declares entry points in its ``pyproject.toml`` under five groups:
+A plugin distribution declares entry points in its ``pyproject.toml`` under six groups:
 
     [project.entry-points."vaecli.datasets"]       name = "pkg.module:dataset_factory"
     [project.entry-points."vaecli.architectures"]  name = "pkg.module:architecture_factory"
     [project.entry-points."vaecli.likelihoods"]    name = "pkg.module:LikelihoodClass"
+    [project.entry-points."vaecli.priors"]         name = "pkg.module:PriorClass"
     [project.entry-points."vaecli.objectives"]     name = "pkg.module:ObjectiveClass"
     [project.entry-points."vaecli.callbacks"]      name = "pkg.module:CallbackClass"
 
@@ -12,12 +13,19 @@ vaecli's own built-ins are declared the same way. ``docs/plugins.md`` walks thro
 complete example package (``plugins/vaecli-shapes``).
 
 Options given on the command line (``--data-opt KEY=VALUE``, ``--arch-opt KEY=VALUE``,
-``--likelihood-opt KEY=VALUE``, ``--objective-opt KEY=VALUE``, ``--callback-opt NAME.KEY=VALUE``)
+``--likelihood-opt KEY=VALUE``, ``--prior-opt KEY=VALUE``, ``--objective-opt KEY=VALUE``,
+``--callback-opt NAME.KEY=VALUE``)
 reach the factories as keyword arguments and are stored in the model file or config.yaml. From
 the command line they are strings; from config.yaml or a model file they are the YAML or JSON
 value (an int, a bool, a list). Convert every option with :func:`as_int`, :func:`as_float`,
 :func:`as_bool` or :func:`int_list`, which accept both, and raise :class:`UsageError` for a bad
 value.
+
+What every command asks of a model is :class:`LatentModel`: the ELBO's terms with the KL in
+parts per latent group, the log importance weights for ``vae eval``, the code ``encode`` writes,
+``decode``, and draws from the prior with a temperature. A prior (:class:`Prior`) gives log p(z),
+draws, and a closed-form KL where one exists (the model uses the Monte-Carlo estimate log q(z|x) -
+log p(z) otherwise).
 """
 
 from __future__ import annotations
@@ -30,9 +38,10 @@ from torch import nn
 from vaecli.datasets import SPLITS, ImageData
 from vaecli.errors import UsageError, VaeError
 from vaecli.likelihoods import LOG_256, Likelihood, dequantise
-from vaecli.model import Terms
+from vaecli.model import LatentModel, Terms
 from vaecli.objectives import Objective, Progress
 from vaecli.options import as_bool, as_float, as_int, int_list
+from vaecli.priors import Prior
 from vaecli.training.callbacks import Callback
 from vaecli.training.run import TrainingRun
 
@@ -77,8 +86,10 @@ __all__ = [
     "Callback",
     "DatasetFactory",
     "ImageData",
+    "LatentModel",
     "Likelihood",
     "Objective",
+    "Prior",
     "Progress",
     "Shape",
     "Terms",

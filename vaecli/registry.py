@@ -1,4 +1,5 @@
-"""Named factories from entry points: datasets, architectures, likelihoods, objectives, callbacks.
+"""Named factories from entry points: datasets, architectures, likelihoods, priors, objectives,
+callbacks.
 
 vaecli's own built-ins are declared under the same entry-point groups in its pyproject.toml
 as any third-party plugin, so there is one door for everyone. An entry point is imported
@@ -27,6 +28,7 @@ GROUPS = {
     "dataset": "vaecli.datasets",
     "architecture": "vaecli.architectures",
     "likelihood": "vaecli.likelihoods",
+    "prior": "vaecli.priors",
     "objective": "vaecli.objectives",
     "callback": "vaecli.callbacks",
 }
@@ -229,10 +231,11 @@ def precedence(entry: Entry) -> tuple[str, bool, str]:
 datasets = Registry("dataset")
 architectures = Registry("architecture")
 likelihoods = Registry("likelihood", "vaecli.likelihoods:Likelihood")
+priors = Registry("prior", "vaecli.priors.base:Prior")
 objectives = Registry("objective", "vaecli.objectives.base:Objective")
 callbacks = Registry("callback", "vaecli.training.callbacks:Callback")
 
-BY_KIND = {r.kind: r for r in (datasets, architectures, likelihoods, objectives, callbacks)}
+BY_KIND = {r.kind: r for r in (datasets, architectures, likelihoods, priors, objectives, callbacks)}
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ def sample(
     temperature: float = 1.0,
     grid: bool = False,
 ) -> Samples:
-    """z ~ N(0, T^2 I) (T = ``temperature``; 1 is the prior), then the decoder's picture of
+    """z from the model's prior at temperature T (N(0, T^2 I) for the default prior; a mixture's
+    component is chosen, then its spread scaled by T; 1 is the prior), then the decoder's picture of
     p(x|z) in ``mode`` (mean, sample, ...). ``grid``: the samples are for a grid picture, whose
     size is checked first. Samples are held in memory: more than MAX_SAMPLE_BYTES are refused
     before any work (draw several files with different seeds instead)."""
@@ -57,7 +58,7 @@ def sample(
         check_grid(n, model.input_shape, f"--n {n}")
     # Draw on the CPU with a seeded generator so a seed means the same z on every device.
     generator = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, model.latent_dim, generator=generator) * temperature
+    z = model.sample_prior(n, generator, temperature)
     pixels_generator = torch.Generator(device=target).manual_seed(seed + 1)
     images = torch.cat(
         [

@@ -65,7 +65,7 @@ def epoch_pictures(run: TrainingRun, epoch: int) -> dict[str, torch.Tensor]:
 def _draw_pictures(run: TrainingRun) -> dict[str, torch.Tensor]:
     model = run.model
     generator = torch.Generator().manual_seed(SAMPLE_SEED)
-    z = torch.randn(SAMPLES, model.latent_dim, generator=generator).to(run.device)
+    z = model.sample_prior(SAMPLES, generator).to(run.device)
     with torch.no_grad():
         samples = model.likelihood.mean(model.decode(z))
     inputs = Inputs(images=run.test_images[:RECON_IMAGES], x=run.test_x[:RECON_IMAGES])

@@ -183,7 +183,8 @@ def complete_config(config: TrainConfig, tell: bool = True, infer_options: bool 
 def canonical_names(config: TrainConfig) -> TrainConfig:
     """The config with every part named as registered (``--data FashionMNIST``: ``fashion-mnist``),
     so that run folders, config.yaml and model files spell names one way."""
-    names = {"data": registry.datasets, "arch": registry.architectures, "objective": registry.objectives}
+    names = {"data": registry.datasets, "arch": registry.architectures, "prior": registry.priors,
+             "objective": registry.objectives}  # fmt: skip
     if config.likelihood != AUTO:
         names["likelihood"] = registry.likelihoods
     return replace(config, **{key: kind.canonical(getattr(config, key)) for key, kind in names.items()})
@@ -234,6 +235,8 @@ def build_run_model(config: TrainConfig, data: ImageData, checkpoint: Path | Non
         architecture_options=arch_options,
         likelihood=config.likelihood,
         likelihood_options=dict(config.likelihood_options),
+        prior=config.prior,
+        prior_options=dict(config.prior_options),
     )
     model = build_model(spec)
     if checkpoint is None:  # (a resumed run's offset and likelihood come from its checkpoint)
@@ -339,12 +342,13 @@ def restore(run: TrainingRun) -> None:
 
 
 def resolved_config(config: TrainConfig, model: VAE, objective: Objective, run_dir: Path) -> dict[str, Any]:
-    """config.yaml: the architecture's and the objective's options with their defaults, as the
-    model file holds them."""
+    """config.yaml: the architecture's, the prior's and the objective's options with their
+    defaults, as the model file holds them."""
     arch = dict(model.spec.architecture_options) if model.spec else dict(config.arch_options)
     data_dir = absolute_data_dir(config.data_dir) if config.data_dir else None  # (a relative one: from here)
     return {**asdict(config), "data_dir": data_dir, "arch_options": arch,
             "objective_options": objective.options(), "out": str(run_dir), "force": False,
+            "prior_options": dict(model.spec.prior_options) if model.spec else dict(config.prior_options),
             **plugin_part_names(config)}  # fmt: skip
 
 
@@ -352,7 +356,8 @@ def plugin_part_names(config: TrainConfig) -> dict[str, str]:
     """The config's parts that come from plugins, as DIST:NAME: a package installed later that
     registers the same name is then never taken for them (vaecli's own take precedence over any
     plugin's, so their bare names are safe)."""
-    kinds = {"data": "dataset", "arch": "architecture", "likelihood": "likelihood", "objective": "objective"}
+    kinds = {"data": "dataset", "arch": "architecture", "likelihood": "likelihood", "prior": "prior",
+             "objective": "objective"}  # fmt: skip
     named = {}
     for key, kind in kinds.items():
         entry = registry.BY_KIND[kind].entry(getattr(config, key))
@@ -398,13 +403,14 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def model_parts(config: TrainConfig) -> dict[str, dict[str, str]]:
-    """Which distribution (and version) provides this run's dataset, architecture, likelihood and
-    objective."""
+    """Which distribution (and version) provides this run's dataset, architecture, likelihood,
+    prior and objective."""
     parts = {}
     for kind, name in (
         ("dataset", config.data),
         ("architecture", config.arch),
         ("likelihood", config.likelihood),
+        ("prior", config.prior),
         ("objective", config.objective),
     ):
         entry = registry.BY_KIND[kind].entry(name)

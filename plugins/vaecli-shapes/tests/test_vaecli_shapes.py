@@ -83,3 +83,15 @@ def test_csv_callback_refuses_a_path():
 
     with pytest.raises(UsageError):
         CsvLog(file="../elsewhere.csv")
+
+
+def test_laplace_prior_against_torch_distributions():
+    from torch.distributions import Laplace as TorchLaplace
+    from vaecli_shapes.laplace import Laplace
+
+    prior = Laplace(3, (1, 8, 8), scale=0.7)
+    z = torch.randn(5, 4, 3, generator=torch.Generator().manual_seed(0)) * 2
+    torch.testing.assert_close(prior.log_prob(z), TorchLaplace(0.0, 0.7).log_prob(z).sum(-1))
+    draws = prior.sample(100_000, torch.Generator().manual_seed(1))
+    assert abs(float(draws.abs().mean()) - 0.7) < 0.01  # E|z| = b
+    assert abs(float(prior.sample(100_000, torch.Generator().manual_seed(1), 0.5).abs().mean()) - 0.35) < 0.01
