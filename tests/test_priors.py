@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cli import one_error_line, run
 from torch.distributions import Bernoulli as TorchBernoulli
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
@@ -211,20 +212,6 @@ def test_a_format_3_model_file_from_before_priors_gives_the_same_numbers(case, m
 
 TINY = ["--epochs", "1", "--limit-train", "1000", "--limit-test", "200", "--hidden", "32",
         "--latent-dim", "4"]  # fmt: skip
-
-
-def run(capsys, *argv):
-    from vaecli.cli import main
-
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
