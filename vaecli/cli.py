@@ -180,48 +180,9 @@ def train(
     ] = None,
 ) -> None:
     """Train a VAE; prints the run folder on stdout when done."""
-    from vaecli.options import parse_key_values
     from vaecli.train import train as run_training
 
-    arch_options = parse_key_values(arch_opt or [], "--arch-opt")
-    if hidden is not None:
-        arch_options["hidden"] = hidden
-    likelihood_options = parse_key_values(likelihood_opt or [], "--likelihood-opt")
-    shortcuts = {"sigma": sigma, "bins": bins}
-    likelihood_options.update({k: v for k, v in shortcuts.items() if v is not None})
-    objective_name, objective_options = _objective_flags(
-        objective, parse_key_values(objective_opt or [], "--objective-opt"), beta, kl_warmup, free_bits,
-        iw_samples,
-    )  # fmt: skip
-    flags = {
-        "data": data,
-        "data_dir": data_dir,
-        "data_options": parse_key_values(data_opt or [], "--data-opt"),
-        "likelihood": likelihood,
-        "likelihood_options": likelihood_options,
-        "arch": arch,
-        "arch_options": arch_options,
-        "latent_dim": latent_dim,
-        "prior": prior,
-        "prior_options": parse_key_values(prior_opt or [], "--prior-opt"),
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "lr_schedule": lr_schedule,
-        "seed": seed,
-        "device": device,
-        "out": out,
-        "force": force,
-        "limit_train": limit_train,
-        "limit_test": limit_test,
-        "checkpoint_every": checkpoint_every,
-        "on_nan": on_nan,
-        "precision": precision,
-        "compile": compile,
-        "objective": objective_name,
-        "objective_options": objective_options,
-        "callbacks": _callback_flags([*(callback or []), *(log or [])], callback_opt or []),
-    }
+    flags = _train_flags(locals())
     if nproc is not None:
         if nproc > MAX_PROCESSES:
             raise UsageError(f"--nproc must be at most {MAX_PROCESSES}, got {nproc}")
@@ -237,6 +198,40 @@ def train(
     result = run_training(chosen, ConsoleObserver(quiet), resume=resume is not None)
     if result.is_main:
         print(result.run_dir)
+
+
+#: vae train's parameters that are TrainConfig settings of the same name, as typed.
+PLAIN_FLAGS = ("data", "data_dir", "likelihood", "arch", "latent_dim", "prior", "epochs", "batch_size",
+               "lr", "lr_schedule", "seed", "device", "out", "force", "limit_train", "limit_test",
+               "checkpoint_every", "on_nan", "precision", "compile")  # fmt: skip
+
+
+def _train_flags(given: dict[str, Any]) -> dict[str, Any]:
+    """The TrainConfig settings from ``vae train``'s parameters ``given``: the KEY=VALUE options
+    parsed, and the shortcut flags (--hidden, --sigma, --bins, --beta, ...) folded into them."""
+    from vaecli.options import parse_key_values
+
+    arch_options = parse_key_values(given["arch_opt"] or [], "--arch-opt")
+    if given["hidden"] is not None:
+        arch_options["hidden"] = given["hidden"]
+    likelihood_options = parse_key_values(given["likelihood_opt"] or [], "--likelihood-opt")
+    likelihood_options.update({k: given[k] for k in ("sigma", "bins") if given[k] is not None})
+    objective_name, objective_options = _objective_flags(
+        given["objective"], parse_key_values(given["objective_opt"] or [], "--objective-opt"), given["beta"],
+        given["kl_warmup"], given["free_bits"], given["iw_samples"],
+    )  # fmt: skip
+    return {
+        **{key: given[key] for key in PLAIN_FLAGS},
+        "data_options": parse_key_values(given["data_opt"] or [], "--data-opt"),
+        "likelihood_options": likelihood_options,
+        "arch_options": arch_options,
+        "prior_options": parse_key_values(given["prior_opt"] or [], "--prior-opt"),
+        "objective": objective_name,
+        "objective_options": objective_options,
+        "callbacks": _callback_flags(
+            [*(given["callback"] or []), *(given["log"] or [])], given["callback_opt"] or []
+        ),
+    }
 
 
 OPTION_KEYS = {"data_options", "arch_options", "likelihood_options", "prior_options", "objective_options",
