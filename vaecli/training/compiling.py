@@ -61,7 +61,7 @@ def compile_now(
     try:
         for size in epoch_batch_sizes(images.shape[0], config.batch_size):
             x = model.likelihood.prepare(images[:size])
-            loss, _ = forward_loss(net, objective, x, ranks, device, precision, config.latent_dim, None)
+            loss, _ = forward_loss(net, objective, x, ranks, device, precision, model.noise_dim(), None)
             loss.sum().backward()
     except VaeError:  # (a plugin objective's own failure, named as such)
         raise

@@ -287,7 +287,7 @@ def start_run(
     model = build_run_model(config, train_data, run_dir / CHECKPOINT_FILE if resume else None).to(device)
     train_images, test_images = train_data.images.to(device), test_data.images.to(device)
     if registry.objectives.entry(config.objective).distribution != "vaecli":  # (vaecli's own are tested)
-        check_objective(objective, model, train_images, config.latent_dim)
+        check_objective(objective, model, train_images, model.noise_dim())
     compile_started = time.perf_counter()
     net = wrap_model(model, config, ranks, device)
     if config.compile:

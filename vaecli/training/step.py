@@ -40,7 +40,7 @@ def objective_loss(objective: Objective, terms: Terms, progress: Progress) -> to
 
 
 def check_objective(
-    objective: Objective, model: torch.nn.Module, images: torch.Tensor, latent_dim: int
+    objective: Objective, model: torch.nn.Module, images: torch.Tensor, noise_dim: int
 ) -> None:
     """Take the objective's loss once on two training images (fixed noise, no gradients, the
     global random state untouched), so that a plugin objective that fails or gives the wrong
@@ -48,7 +48,7 @@ def check_objective(
     generator = torch.Generator(device=images.device).manual_seed(0)
     x = model.likelihood.prepare(images[:2], generator)
     samples = objective.samples
-    eps = torch.randn((x.shape[0], samples, latent_dim), generator=generator, device=images.device)
+    eps = torch.randn((x.shape[0], samples, noise_dim), generator=generator, device=images.device)
     was_training = model.training
     model.eval()
     try:
@@ -65,13 +65,14 @@ def forward_loss(
     ranks: Ranks,
     device: torch.device,
     precision: Precision,
-    latent_dim: int,
+    noise_dim: int,
     progress: Progress | None,
 ) -> tuple[torch.Tensor, Terms]:
-    """This rank's part of a batch: the loss per image and the terms. The whole batch's noise is
-    drawn on every rank (the same numbers); each rank computes the loss of its part."""
+    """This rank's part of a batch: the loss per image and the terms. The whole batch's noise,
+    ``noise_dim`` standard-normal numbers per draw (the model's ``noise_dim()``), is drawn on every
+    rank (the same numbers); each rank computes the loss of its part."""
     samples = objective.samples
-    shape = (x.shape[0], latent_dim) if samples == 1 else (x.shape[0], samples, latent_dim)
+    shape = (x.shape[0], noise_dim) if samples == 1 else (x.shape[0], samples, noise_dim)
     eps = torch.randn(shape, device=device)
     part = ranks.shard(x.shape[0])
     with precision.autocast(device):
@@ -202,7 +203,7 @@ def train_step(run: TrainingRun, guard: NanGuard, indices: torch.Tensor, epoch: 
     device (the guard reads it now and then)."""
     # (index_select: on CPUs ten times the speed of train_images[batch].)
     x = run.model.likelihood.prepare(run.train_images.index_select(0, indices))
-    config, ranks = run.config, run.ranks
+    ranks = run.ranks
     loss, terms = forward_loss(
         run.net,
         run.objective,
@@ -210,7 +211,7 @@ def train_step(run: TrainingRun, guard: NanGuard, indices: torch.Tensor, epoch: 
         ranks,
         run.device,
         run.precision,
-        config.latent_dim,
+        run.model.noise_dim(),
         run.progress(epoch, step),
     )
     part_loss = loss.sum()
