@@ -24,8 +24,8 @@ import torch
 
 from vaecli.datasets import load_dataset
 from vaecli.evaluation import TEST_PREPARE_SEED, evaluate, prepare_fixed
-from vaecli.model import VAE
 from vaecli.modelfile import load_model
+from vaecli.models import VAE
 from vaecli.train import TrainConfig, train
 
 

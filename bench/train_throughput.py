@@ -36,7 +36,7 @@ from example_vae import ExampleVAE, example_loader, train_epoch
 from torch import nn
 
 from vaecli.datasets import resolve_data_dir
-from vaecli.model import ModelSpec, build_model
+from vaecli.models import ModelSpec, build_model
 from vaecli.train import TrainConfig, train
 
 

@@ -5,7 +5,7 @@ import torch
 
 from vaecli.architectures import ACTIVATIONS, ELU, ResidualBlock
 from vaecli.errors import UsageError
-from vaecli.model import ModelSpec, build_model
+from vaecli.models import ModelSpec, build_model
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 17, 23), (3, 64, 48)])

@@ -25,7 +25,7 @@ from vaecli.cli import main
 from vaecli.errors import UsageError, VaeError
 from vaecli.evaluation import chunk_shape, default_samples_at_once, evaluate
 from vaecli.likelihoods import Bernoulli, Gaussian
-from vaecli.model import VAE, ModelSpec, build_model
+from vaecli.models import VAE, ModelSpec, build_model
 
 SHAPE = (1, 3, 4)  # 12 binary pixels: small enough to integrate p(x) = E_p(z)[p(x|z)] on a grid
 PIXELS = 12

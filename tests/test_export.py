@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 
 from vaecli import export as exporting
 from vaecli.cli import main
-from vaecli.model import ModelSpec, build_model
 from vaecli.modelfile import load_model, save_model
+from vaecli.models import ModelSpec, build_model
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 1e-5  # what the issue asks of an exported program against vaecli's own outputs

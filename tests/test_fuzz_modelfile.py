@@ -17,8 +17,8 @@ from vaecli.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from vaecli.checkpoint import checkpoint_format_version
 from vaecli.cli import main
 from vaecli.errors import VaeError
-from vaecli.model import ModelSpec, build_model
 from vaecli.modelfile import FORMAT, load_model, save_model
+from vaecli.models import ModelSpec, build_model
 
 FUZZ = settings(
     max_examples=1500,

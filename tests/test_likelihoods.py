@@ -11,7 +11,7 @@ from vaecli import likelihoods
 from vaecli.errors import UsageError
 from vaecli.evaluation import bits_per_dim
 from vaecli.likelihoods import Bernoulli, Categorical, ChunkedCrossEntropy, Gaussian, dequantise
-from vaecli.model import ModelSpec, build_likelihood, build_model
+from vaecli.models import ModelSpec, build_likelihood, build_model
 
 SHAPE = (2, 5, 7)  # channels, height, width: a colour-like shape catches axis mistakes
 

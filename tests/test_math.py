@@ -8,7 +8,7 @@ from torch.distributions import Bernoulli as TorchBernoulli
 from torch.distributions import Normal, kl_divergence
 
 from vaecli.likelihoods import Bernoulli
-from vaecli.model import ModelSpec, build_model
+from vaecli.models import ModelSpec, build_model
 from vaecli.priors.normal import StandardNormal
 
 

@@ -8,8 +8,8 @@ from safetensors.torch import save_file
 
 from vaecli.architectures import ELU
 from vaecli.errors import VaeError
-from vaecli.model import ModelSpec, build_model
-from vaecli.modelfile import FORMAT, load_model, read_header, save_model
+from vaecli.modelfile import FORMAT, FORMAT_VERSION, load_model, read_header, save_model
+from vaecli.models import ModelSpec, build_model
 
 
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
@@ -113,7 +113,7 @@ def test_a_format_2_model_has_no_output_offset_and_loads_with_a_zero_one(tmp_pat
     path = tmp_path / "m.safetensors"
     save_model(path, model, {})
     header = read_header(path)
-    assert header["format_version"] == 4
+    assert header["format_version"] == FORMAT_VERSION
     tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k != "output_offset"}
     _rewrite(path, {**header, "format_version": 2}, tensors)
     loaded, _ = load_model(path)

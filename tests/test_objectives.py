@@ -18,8 +18,8 @@ from torch.distributions import Normal, kl_divergence
 from vaecli.cli import main
 from vaecli.config import TrainConfig
 from vaecli.errors import UsageError
-from vaecli.model import ModelSpec, Terms, build_model
 from vaecli.modelfile import read_header
+from vaecli.models import ModelSpec, Terms, build_model
 from vaecli.objectives import ElboObjective, IwaeObjective, Progress, build_objective
 from vaecli.train import train
 

@@ -12,7 +12,7 @@ from torch.distributions import Bernoulli as TorchBernoulli
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
 from vaecli.evaluation import evaluate
-from vaecli.model import ModelSpec, build_model
+from vaecli.models import ModelSpec, build_model
 from vaecli.priors import mixture
 from vaecli.priors.mixture import GaussianMixture
 from vaecli.priors.normal import StandardNormal
@@ -185,27 +185,40 @@ def test_the_vamp_prior_starts_from_training_images():
     assert len({float(u.sum()) for u in model.prior.pseudo_inputs.detach()}) > 1
 
 
+#: Model files written by earlier vaecli versions, and the vae eval numbers those versions gave.
+OLD_FILES = [("format3-mlp", 3, "normal"), ("format4-mog", 4, "mog")]
+
+
 @pytest.mark.parametrize("case", [0, 1])
-def test_a_format_3_model_file_from_before_priors_gives_the_same_numbers(case, mnist_root):
-    """tests/data/format3-mlp.safetensors and the eval numbers vaecli gave for it at commit 1945697
-    (before priors existed): loaded now, it has the N(0, I) prior and gives the same numbers."""
+@pytest.mark.parametrize(("stem", "version", "prior"), OLD_FILES)
+def test_an_old_model_file_gives_the_numbers_its_vaecli_gave(stem, version, prior, case, mnist_root):
+    """tests/data/format3-mlp.safetensors (commit 1945697, before priors: loaded now, it has the
+    N(0, I) prior) and format4-mog.safetensors (commit c00a41f, before models), with the eval
+    numbers those commits gave: today's code gives them again (to 1e-7 relative and 1e-5 nats: the
+    same code gives them to the last digit on one machine, but another CPU's float32 kernels round
+    differently)."""
     from vaecli.config import EvalConfig
     from vaecli.evaluation import evaluate_model
     from vaecli.modelfile import load_model
 
-    recorded = json.loads((DATA / "format3-mlp-eval.json").read_text())["evals"][case]
-    model, header = load_model(DATA / "format3-mlp.safetensors")
-    assert header["format_version"] == 3 and model.spec.prior == "normal" and model.kl_exact
+    path = DATA / f"{stem}.safetensors"
+    recorded = json.loads((DATA / f"{stem}-eval.json").read_text())["evals"][case]
+    model, header = load_model(path)
+    assert header["format_version"] == version and model.spec.prior == prior and model.spec.model == "vae"
     args = dict(zip(recorded["args"][::2], recorded["args"][1::2], strict=True))
     config = EvalConfig(
-        model=str(DATA / "format3-mlp.safetensors"), data_dir=str(mnist_root), device="cpu",
+        model=str(path), data_dir=str(mnist_root), device="cpu",
         k=int(args["--k"]), limit=int(args["--limit"]), batch_size=int(args["--batch-size"]),
     )  # fmt: skip
     report = evaluate_model(config).to_dict()
-    for key in ("neg_elbo", "reconstruction", "kl", "neg_log_px", "gap", "active_units"):
-        assert report[key] == pytest.approx(recorded[key], rel=1e-12, abs=1e-12), key
-    assert report["kl_per_dim"] == pytest.approx(recorded["kl_per_dim"], rel=1e-12)
-    assert report["kl_per_group"]["z"] == pytest.approx(recorded["kl"], rel=1e-12)
+    for key in ("neg_elbo", "reconstruction", "kl", "neg_log_px", "gap"):
+        assert report[key] == pytest.approx(recorded[key], rel=1e-7, abs=1e-5), key
+    assert report["active_units"] == recorded["active_units"]
+    if recorded["kl_per_dim"] is None:
+        assert report["kl_per_dim"] is None
+    else:
+        assert report["kl_per_dim"] == pytest.approx(recorded["kl_per_dim"], rel=1e-6, abs=1e-9)
+    assert report["kl_per_group"]["z"] == pytest.approx(recorded["kl"], rel=1e-7)
 
 
 # --- through every command -------------------------------------------------------------------
@@ -233,7 +246,7 @@ def test_a_vamp_run_records_its_prior_and_trains_it(vamp_run):
     from vaecli.modelfile import read_header
 
     header = read_header(vamp_run / "model.safetensors")
-    assert header["format_version"] == 4
+    assert header["format_version"] == 5
     assert header["model"]["prior"] == "vamp" and header["model"]["prior_options"] == {"k": 20}
     assert header["parts"]["prior"]["distribution"] == "vaecli"
     assert load_file(str(vamp_run / "model.safetensors"))["prior.pseudo_inputs"].shape == (20, 1, 28, 28)

@@ -360,7 +360,7 @@ def test_a_run_begun_before_the_output_offset_resumes_without_one(mnist_root, tm
     # resumed, goes on with a zero one to the weights it would have reached.
     straight, old = tmp_path / "straight", tmp_path / "old"
     with monkeypatch.context() as patch:
-        patch.setattr("vaecli.model.VAE.start_from_data", lambda model, images: None)
+        patch.setattr("vaecli.models.VAE.start_from_data", lambda model, images: None)
         train(small_config(mnist_root, straight))
         with pytest.raises(TrainingInterrupted):
             train(small_config(mnist_root, old), SignalAt(epoch=2, step=6))

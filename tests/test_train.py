@@ -13,8 +13,8 @@ from torch.distributions import Bernoulli as TorchBernoulli
 from vaecli.datasets import mnist
 from vaecli.evaluation import mean_elbo
 from vaecli.likelihoods import Bernoulli
-from vaecli.model import ModelSpec, build_model
 from vaecli.modelfile import load_model
+from vaecli.models import ModelSpec, build_model
 from vaecli.train import TEST_PREPARE_SEED, TrainConfig, prepare_fixed, train
 
 pytestmark = pytest.mark.slow

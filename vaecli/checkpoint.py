@@ -24,6 +24,7 @@ from vaecli.fileio import strict_json, write_bytes_atomic
 from vaecli.modelfile import format_version, load_weights
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
+OWN_TENSORS = ("ema.",)  # the prefixes of tensors training's own parts keep in a checkpoint
 FORMAT = "vaecli-checkpoint"
 FORMAT_VERSION = 3  # 2: the run's config.yaml records architecture options with their defaults;
 # 3: the model's output offset is stored (OFFSET_FORMAT)
@@ -45,6 +46,7 @@ class Position:
     skipped: int = 0
     seconds: float = 0.0
     loss: float = 0.0
+    outliers: int = 0  # steps not applied because the gradient's norm passed --grad-skip
 
 
 @dataclass
@@ -55,6 +57,8 @@ class TrainingState:
     rng: dict[str, torch.Tensor]
     order: torch.Tensor | None = None  # the epoch's shuffling order, mid-epoch only
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Tensors of the training's own parts (``ema.NAME``: the weights' moving average).
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
@@ -96,6 +100,7 @@ def save_checkpoint(
         tensors[f"rng.{name}"] = value.cpu().contiguous()
     if state.order is not None:
         tensors["order"] = state.order.cpu().contiguous()
+    tensors.update({k: v.cpu().contiguous() for k, v in state.tensors.items() if k.startswith(OWN_TENSORS)})
     header = {
         "format_version": FORMAT_VERSION,
         "position": asdict(state.position),
@@ -164,4 +169,6 @@ def load_checkpoint(
     rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
     position = Position(**header["position"])
     order = tensors.get("order")
-    return TrainingState(position, rng, None if order is None else order.to(device), header.get("extra", {}))
+    own = {k: v for k, v in tensors.items() if k.startswith(OWN_TENSORS)}
+    order = None if order is None else order.to(device)
+    return TrainingState(position, rng, order, header.get("extra", {}), own)

@@ -114,6 +114,12 @@ def train(
     prior_opt: Annotated[
         list[str] | None, typer.Option(help="A prior option KEY=VALUE (repeatable), e.g. k=500.")
     ] = None,
+    model: Annotated[
+        str, typer.Option(help="Model: vae (one latent vector) or hierarchical (groups of latents).")
+    ] = TrainConfig.model,
+    model_opt: Annotated[
+        list[str] | None, typer.Option(help="A model option KEY=VALUE (repeatable), e.g. groups=2,2.")
+    ] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = TrainConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option(help="Adam learning rate (peak of the schedule).")] = TrainConfig.lr,
@@ -168,6 +174,19 @@ def train(
     iw_samples: Annotated[
         int | None, typer.Option(help="Train on the importance-weighted bound with K samples (iwae).")
     ] = None,
+    grad_clip: Annotated[
+        float | None, typer.Option(help="Scale the gradients down to this L2 norm when above it.")
+    ] = TrainConfig.grad_clip,
+    grad_skip: Annotated[
+        float | None,
+        typer.Option(help="Skip updates whose gradient norm is above this (counted as outlier_steps)."),
+    ] = TrainConfig.grad_skip,
+    ema: Annotated[
+        float,
+        typer.Option(
+            help="Average the weights with this decay (e.g. 0.999) for eval, samples and the model file."
+        ),
+    ] = TrainConfig.ema,
     callback: Annotated[
         list[str] | None, typer.Option(help="Run a registered callback NAME during training (repeatable).")
     ] = None,
@@ -201,9 +220,11 @@ def train(
 
 
 #: vae train's parameters that are TrainConfig settings of the same name, as typed.
-PLAIN_FLAGS = ("data", "data_dir", "likelihood", "arch", "latent_dim", "prior", "epochs", "batch_size",
+PLAIN_FLAGS = ("data", "data_dir", "likelihood", "arch", "latent_dim", "prior", "model", "epochs",
+               "batch_size",
                "lr", "lr_schedule", "seed", "device", "out", "force", "limit_train", "limit_test",
-               "checkpoint_every", "on_nan", "precision", "compile")  # fmt: skip
+               "checkpoint_every", "on_nan", "precision", "compile", "grad_clip", "grad_skip",
+               "ema")  # fmt: skip
 
 
 def _train_flags(given: dict[str, Any]) -> dict[str, Any]:
@@ -226,6 +247,7 @@ def _train_flags(given: dict[str, Any]) -> dict[str, Any]:
         "likelihood_options": likelihood_options,
         "arch_options": arch_options,
         "prior_options": parse_key_values(given["prior_opt"] or [], "--prior-opt"),
+        "model_options": parse_key_values(given["model_opt"] or [], "--model-opt"),
         "objective": objective_name,
         "objective_options": objective_options,
         "callbacks": _callback_flags(
@@ -234,8 +256,8 @@ def _train_flags(given: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-OPTION_KEYS = {"data_options", "arch_options", "likelihood_options", "prior_options", "objective_options",
-               "callbacks"}  # fmt: skip
+OPTION_KEYS = {"data_options", "arch_options", "likelihood_options", "prior_options", "model_options",
+               "objective_options", "callbacks"}  # fmt: skip
 
 
 def _resumed_config(ctx: typer.Context, resume: str, flags: dict[str, Any]) -> TrainConfig:
@@ -405,8 +427,12 @@ def sample(
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     temperature: Annotated[
-        float, typer.Option(help="Scale of the prior's standard deviation: z ~ N(0, T^2 I).")
-    ] = 1.0,
+        str,
+        typer.Option(
+            help="Scale of the prior's standard deviation (z ~ N(0, T^2 I)); a hierarchy takes "
+            "one per group, top first, e.g. 1,0.8,0.6."
+        ),
+    ] = "1.0",
 ) -> None:
     """Draw images from a model: z ~ N(0, T^2 I) (T = 1: the prior), then the decoder."""
     from vaecli.sampling import encode_samples
@@ -417,11 +443,21 @@ def sample(
     if nrow is not None and nrow < 1:
         raise UsageError(f"--nrow must be at least 1, got {nrow}")
     _check_output(out, force)
-    samples = draw(model, n=n, seed=seed, mode=mode, device=device, temperature=temperature,
+    temperatures = parse_temperature(temperature)
+    samples = draw(model, n=n, seed=seed, mode=mode, device=device, temperature=temperatures,
                    grid=format == "png")  # fmt: skip
     _write_output(out, encode_samples(samples, format, nrow))
     if out != "-":
         _note(f"wrote {n} samples to {out}")
+
+
+def parse_temperature(text: str) -> float | list[float]:
+    """``--temperature``: one number, or comma-separated numbers (one per latent group)."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--temperature wants a number or comma-separated numbers, got '{text}'") from None
+    return values[0] if len(values) == 1 else values
 
 
 def plugins(
@@ -534,6 +570,12 @@ def traverse(
     ] = 3.0,
     steps: Annotated[int, typer.Option(help="Images per row (at least 2).")] = 11,
     count: Annotated[int, typer.Option(help="Rows when --dims is not given.")] = 10,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            help="Vary one latent group of a hierarchy (z1, z2, ...); --dims then number its dimensions."
+        ),
+    ] = None,
     data: DataOpt = None,
     data_dir: DataDirOpt = None,
     data_opt: DataOptOpt = None,
@@ -550,7 +592,7 @@ def traverse(
     chosen = parse_dims(dims) if dims is not None else None
     _check_output(out, force)
     choice = _data_choice(data, data_dir, data_opt)
-    _write_picture(draw(model, chosen, range_, steps, count, choice, mode, seed, device), out)
+    _write_picture(draw(model, chosen, range_, steps, count, choice, mode, seed, device, group), out)
 
 
 def plot(
@@ -663,16 +705,31 @@ def _print_eval_report(report: Any) -> None:
         f"active units: {report.active_units} of {report.latent_dim} "
         f"(Cov_x(E_q[z_d]) > {report.active_threshold})"
     )
+    if len(report.groups) > 1:
+        console.print(_group_table(report))
     dims = Table(box=None, pad_edge=False)
-    for column in ("dim", "KL nats", "Cov_x(E_q[z])", "active"):
+    for column in ("dim", "group", "KL nats", "Cov_x(E_q[z])", "active"):
         dims.add_column(column, justify="right")
     kls = report.kl_per_dim or [None] * report.latent_dim  # (a mixture prior's KL has no parts per dimension)
-    for d, (kl, activity) in enumerate(zip(kls, report.activity, strict=True)):
+    names = [name for name, size in report.groups.items() for _ in range(size)] or [""] * report.latent_dim
+    for d, (kl, activity, group) in enumerate(zip(kls, report.activity, names, strict=True)):
         dims.add_row(
-            str(d), "-" if kl is None else f"{kl:.3f}", f"{activity:.4f}",
+            str(d), group, "-" if kl is None else f"{kl:.3f}", f"{activity:.4f}",
             "yes" if activity > report.active_threshold else "no",
         )  # fmt: skip
     console.print(dims)
+
+
+def _group_table(report: Any) -> Any:
+    """The KL and active units of each latent group (top first)."""
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("group", "size", "KL nats", "active units"):
+        table.add_column(column, justify="right")
+    for name, size in report.groups.items():
+        table.add_row(name, str(size), f"{report.kl_per_group[name]:.3f}", str(report.active_per_group[name]))
+    return table
 
 
 def _note(line: str) -> None:
@@ -715,6 +772,12 @@ def encode(
         str | None,
         typer.Option(help="Other sizes: stretch, crop or pad (default: as the model's training data)."),
     ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            help="The latent group to write (a hierarchy's z1, z2, ...; default: the top one) or all."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch on the device.")] = 256,
     workers: Annotated[
         int | None, typer.Option(help="Image-decoding processes (default: cores - 1, at least 1; 0: none).")
@@ -745,12 +808,16 @@ def encode(
     to_file = output is not None and output != "-"
     if to_file:
         _check_outputs(output_files(chosen_format, output, chosen_fields), force)
-    encoder = ImageEncoder.load(model, device, fit)  # a missing or bad model stops here, before any work
+    encoder = ImageEncoder.load(
+        model, device, fit, group
+    )  # a missing or bad model stops here, before any work
     empty = lambda folder: _note(f"vae: warning: no image files in {printable(folder)}")  # noqa: E731
     found = expand_paths(given, sys.stdin.buffer, null, on_empty_folder=empty)
     batches = encode_files(encoder, found, batch_size, workers, sample="z" in chosen_fields, seed=seed)
     failed = 0
-    metadata = {"model": str(Path(model).resolve())}
+    groups = encoder.model.kl_groups()
+    metadata = {"model": str(Path(model).resolve()), "group": encoder.group,
+                "groups": ",".join(f"{name}:{size}" for name, size in groups.items())}  # fmt: skip
     with (
         ProgressCounter("encoding") as progress,
         open_writer(
@@ -826,7 +893,7 @@ def decode(
     vae_model, _ = load_model(model, target)
     from vaecli.images import check_grid
 
-    records = read_codes(codes, format, batch_size, vae_model.latent_dim, sys.stdin.buffer)
+    records = read_codes(codes, format, batch_size, vae_model.code_widths(), sys.stdin.buffer)
     folder = ImageFolderWriter(out) if out is not None else None
     pictures, failed, gridded = [], 0, 0
     with ProgressCounter("decoding") as progress:

@@ -348,13 +348,14 @@ def open_writer(
 
 
 def read_codes(
-    source: str, format: str | None, batch_size: int, latent_dim: int, stdin: BinaryIO
+    source: str, format: str | None, batch_size: int, latent_dim: int | tuple[int, ...], stdin: BinaryIO
 ) -> Iterator[CodeBatch]:
     """Batches of records from a codes file (``-``: ``stdin``, jsonl or csv), streaming.
 
     A record that cannot be read (bad JSON, a missing code, a non-number) becomes a
-    :class:`Failure`; codes of another length than ``latent_dim`` stop with a :class:`VaeError`
-    (the codes were made by another model)."""
+    :class:`Failure`; codes of another length than ``latent_dim`` (or than one of the lengths it
+    lists: a hierarchy takes the values of its top groups) stop with a :class:`VaeError` (the codes
+    were made by another model)."""
     if source == "-":
         stream = stdin
         chosen = format or _sniff_text(stream)
@@ -394,8 +395,9 @@ def _sniff_file(path: Path) -> str:
 class _Batcher:
     """Collects records into :class:`CodeBatch` objects of ``size``."""
 
-    def __init__(self, size: int, latent_dim: int) -> None:
-        self.size, self.latent_dim = size, latent_dim
+    def __init__(self, size: int, latent_dim: int | tuple[int, ...]) -> None:
+        self.size, self.accepted = size, _widths(latent_dim)
+        self.latent_dim = self.accepted[0] if len(self.accepted) == 1 else None  # else: the first record's
         self.fields: tuple[str, ...] | None = None
         self._reset()
 
@@ -414,10 +416,12 @@ class _Batcher:
         if missing:
             return f"no '{missing[0]}' (earlier records have it)"
         for name in self.fields:
+            if self.latent_dim is None and len(codes[name]) in self.accepted:
+                self.latent_dim = len(codes[name])
             if len(codes[name]) != self.latent_dim:
                 raise VaeError(
                     f"{where}: '{name}' has {len(codes[name])} numbers but the model's latent size is "
-                    f"{self.latent_dim} (were these codes made by another model?)"
+                    f"{_size_words(self.accepted, self.latent_dim)} (were these codes made by another model?)"
                 )
         return None
 
@@ -434,7 +438,7 @@ class _Batcher:
         if not self.paths and not self.failures:
             return None
         codes = {
-            name: torch.tensor(rows, dtype=torch.float32).view(-1, self.latent_dim)
+            name: torch.tensor(rows, dtype=torch.float32).view(-1, self.latent_dim or self.accepted[0])
             for name, rows in self.rows.items()
         }
         batch = CodeBatch(self.paths, codes, self.failures)
@@ -553,16 +557,31 @@ def _binary_batches(
         yield CodeBatch([next(paths) for _ in range(start, stop)], codes)
 
 
-def _check_binary(path: Path, names: list[str], shapes: list[tuple[int, ...]], latent_dim: int) -> None:
+def _widths(latent_dim: int | tuple[int, ...]) -> tuple[int, ...]:
+    return (latent_dim,) if isinstance(latent_dim, int) else tuple(latent_dim)
+
+
+def _size_words(accepted: tuple[int, ...], first: int | None = None) -> str:
+    """The code size(s) a model takes, for messages."""
+    if first is not None and len(accepted) > 1:
+        return f"{first} in this file's first record"
+    return str(accepted[0]) if len(accepted) == 1 else "one of " + ", ".join(map(str, accepted))
+
+
+def _check_binary(path: Path, names: list[str], shapes: list[tuple[int, ...]],
+                  latent_dim: int | tuple[int, ...]) -> None:  # fmt: skip
     if not names:
         raise VaeError(f"{path} holds no codes ({', '.join(CODE_FIELDS)})")
+    accepted = _widths(latent_dim)
     for name, shape in zip(names, shapes, strict=True):
         if len(shape) != 2 or shape[0] != shapes[0][0]:
-            raise VaeError(f"{path}: '{name}' has shape {tuple(shape)}, expected (N, {latent_dim})")
-        if shape[1] != latent_dim:
+            raise VaeError(
+                f"{path}: '{name}' has shape {tuple(shape)}, expected (N, {_size_words(accepted)})"
+            )
+        if shape[1] not in accepted or shape[1] != shapes[0][1]:
             raise VaeError(
                 f"{path}: '{name}' has {shape[1]} numbers per record but the model's latent size is "
-                f"{latent_dim} (were these codes made by another model?)"
+                f"{_size_words(accepted)} (were these codes made by another model?)"
             )
 
 

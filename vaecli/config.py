@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ class TrainConfig:
     latent_dim: int = 32
     prior: str = "normal"
     prior_options: dict[str, Any] = field(default_factory=dict)
+    #: The model: ``vae`` (one latent vector from ``arch``) or ``hierarchical`` (or a plugin's).
+    model: str = "vae"
+    model_options: dict[str, Any] = field(default_factory=dict)
     # The default recipe was chosen for wall time to a good model on 2 CPU cores: batch 384 keeps
     # the step mostly matrix products yet takes enough steps per epoch, and 2.5e-3 was the fastest
     # learning rate to 100 nats at that batch in a sweep of batches 128-512 (ELU: see architectures).
@@ -66,6 +70,11 @@ class TrainConfig:
     compile: bool = False
     objective: str = "elbo"
     objective_options: dict[str, Any] = field(default_factory=dict)
+    #: The stabilisers (vaecli.training.stabilisers): clip the gradients' norm to grad_clip, skip
+    #: updates whose norm passes grad_skip, average the weights with decay ema (0: off).
+    grad_clip: float | None = None
+    grad_skip: float | None = None
+    ema: float = 0.0
     #: Callbacks by registered name (``--callback NAME``, ``--log tensorboard``), with their options.
     callbacks: dict[str, Any] = field(default_factory=dict)
 
@@ -93,6 +102,12 @@ class TrainConfig:
             raise UsageError(f"{name('seed')} must be from 0 to {MAX_SEED}, got {self.seed}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UsageError(f"{name('lr')} must be a positive number, got {self.lr}")
+        for key in ("grad_clip", "grad_skip"):
+            value = getattr(self, key)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise UsageError(f"{name(key)} must be a positive number, got {value}")
+        if not 0.0 <= self.ema < 1.0:
+            raise UsageError(f"{name('ema')} must be from 0 (off) to below 1, e.g. 0.999; got {self.ema}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise UsageError(
                 f"{name('lr_schedule')}: unknown '{self.lr_schedule}' (use {', '.join(LR_SCHEDULES)})"
@@ -106,6 +121,7 @@ class TrainConfig:
             *((("likelihood", self.likelihood),) if self.likelihood != AUTO else ()),
             ("architecture", self.arch),
             ("prior", self.prior),
+            ("model", self.model),
             ("objective", self.objective),
             *(("callback", callback) for callback in self.callbacks),
         ):
@@ -113,7 +129,7 @@ class TrainConfig:
         for callback, options in self.callbacks.items():
             if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
                 raise UsageError(f"{name('callbacks')}: the options of '{callback}' must be a mapping")
-        from vaecli.model import build_likelihood  # torch is imported only when work starts
+        from vaecli.models import build_likelihood  # torch is imported only when work starts
         from vaecli.objectives import build_objective
 
         if self.likelihood != AUTO:
@@ -123,6 +139,21 @@ class TrainConfig:
 
         # (on a 1-pixel image: only the options are checked, before the data are read)
         build_prior(self.prior, self.latent_dim, (1, 1, 1), self.prior_options)
+        self._check_model(name)
+
+    def _check_model(self, name: Callable[[str], str]) -> None:
+        """A model with cells of its own (the hierarchy) takes no architecture or latent size."""
+        if getattr(registry.models.load(self.model), "uses_architecture", True):
+            return
+        defaults = TrainConfig()
+        keys = ("arch", "arch_options", "latent_dim")
+        given = [name(key) for key in keys if getattr(self, key) != getattr(defaults, key)]
+        if given:
+            verb = "is" if len(given) == 1 else "are"
+            raise UsageError(
+                f"{' and '.join(given)} {verb} for --model vae; {registry.models.describe(self.model)} makes "
+                "its own cells and sizes: set them with --model-opt"
+            )
 
 
 EVAL_SPLITS = ("test", "train", "val")

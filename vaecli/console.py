@@ -81,7 +81,15 @@ class ConsoleObserver:
     }
     #: Numbers some objectives add to the row (a key of another objective is shown by its name).
     EXTRA = {"SPLIT_neg_iw_bound": "SPLIT -IW"}
-    KNOWN = {"epoch", "SPLIT_bits_per_dim", "images_per_s", "seconds", "elapsed", "skipped_steps"}
+    KNOWN = {
+        "epoch",
+        "SPLIT_bits_per_dim",
+        "images_per_s",
+        "seconds",
+        "elapsed",
+        "skipped_steps",
+        "outlier_steps",
+    }
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet

@@ -14,7 +14,7 @@ from vaecli.codefiles import CODE_FIELDS, CodeBatch, Failure
 from vaecli.errors import UsageError, VaeError
 from vaecli.fileio import write_bytes_atomic
 from vaecli.images import png_bytes
-from vaecli.model import VAE
+from vaecli.models import VAE
 
 
 @dataclass

@@ -23,8 +23,8 @@ from vaecli.codefiles import CodeBatch, Failure
 from vaecli.devices import choose_device
 from vaecli.errors import UsageError
 from vaecli.imagefiles import FITS, UnreadableImage, find_images, read_image
-from vaecli.model import VAE
 from vaecli.modelfile import load_model
+from vaecli.models import VAE
 
 PATH_CHUNK = 1 << 16  # bytes read at a time from a NUL-separated path list
 
@@ -47,10 +47,12 @@ class ImageEncoder:
     file, the fit of a folder dataset (``stretch``, ``crop``, ``pad``), and the likelihood's
     :meth:`~vaecli.likelihoods.Likelihood.encoder_input` for the value range."""
 
-    def __init__(self, model: VAE, header: dict, device: torch.device, fit: str | None = None) -> None:
+    def __init__(self, model: VAE, header: dict, device: torch.device, fit: str | None = None,
+                 group: str | None = None) -> None:  # fmt: skip
         if model.spec is None:
             raise ValueError("the model needs its spec (build it with build_model or load_model)")
         self.model, self.device = model.eval(), device
+        self.group, self.columns = code_group(model, group)
         self.shape: tuple[int, int, int] = tuple(model.spec.input_shape)  # type: ignore[assignment]
         data = header.get("data") if isinstance(header.get("data"), dict) else {}
         options = data.get("options") if isinstance(data.get("options"), dict) else {}
@@ -66,22 +68,46 @@ class ImageEncoder:
 
     @classmethod
     def load(
-        cls, model_or_run: str | os.PathLike[str], device: str = "auto", fit: str | None = None
-    ) -> ImageEncoder:
+        cls, model_or_run: str | os.PathLike[str], device: str = "auto", fit: str | None = None,
+        group: str | None = None,
+    ) -> ImageEncoder:  # fmt: skip
         target = choose_device(device)
         model, header = load_model(model_or_run, target)
-        return cls(model, header, target, fit)
+        return cls(model, header, target, fit, group)
 
     @property
     def latent_dim(self) -> int:
-        return self.model.latent_dim
+        """The size of the codes written: the chosen group's (or the whole code's)."""
+        return self.columns.stop - self.columns.start
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """mu and log-variance (float32, on the CPU) of uint8 images (N, C, H, W) of ``shape``."""
+        """mu and log-variance (float32, on the CPU) of uint8 images (N, C, H, W) of ``shape``,
+        of the chosen latent group."""
         x = self.model.likelihood.encoder_input(images.to(self.device, non_blocking=True))
         mu, logvar = self.model.encode(x)
-        return mu.float().cpu(), logvar.float().cpu()
+        return mu[:, self.columns].float().cpu(), logvar[:, self.columns].float().cpu()
+
+
+#: ``--group all``: every latent group, the whole code.
+ALL_GROUPS = "all"
+
+
+def code_group(model: VAE, group: str | None) -> tuple[str, slice]:
+    """The latent group ``vae encode`` writes (by default the top one: for a single latent vector
+    the whole code) and its columns in the model's code."""
+    groups = model.kl_groups()
+    chosen = group if group is not None else next(iter(groups))
+    if chosen == ALL_GROUPS:
+        return chosen, slice(0, model.latent_dim)
+    if chosen not in groups:
+        raise UsageError(f"--group: the model has no group '{chosen}' (it has {', '.join(groups)}, or all)")
+    start = 0
+    for name, size in groups.items():
+        if name == chosen:
+            return chosen, slice(start, start + size)
+        start += size
+    raise AssertionError("unreachable")
 
 
 def read_path_list(stream: BinaryIO, null: bool = False) -> Iterator[str]:

@@ -29,8 +29,8 @@ from vaecli.devices import choose_device
 from vaecli.errors import UsageError, VaeError
 from vaecli.fileio import strict_json, write_text_atomic
 from vaecli.likelihoods import Likelihood
-from vaecli.model import VAE
 from vaecli.modelfile import load_model, model_path, recorded_part
+from vaecli.models import VAE
 
 if TYPE_CHECKING:
     from vaecli.config import EvalConfig
@@ -62,17 +62,28 @@ def prepare_fixed(likelihood: Likelihood, images: torch.Tensor, seed: int) -> to
 def mean_elbo(
     model: VAE, data: torch.Tensor, batch_size: int = 1000, seed: int = EVAL_SEED
 ) -> dict[str, Any]:
-    """-ELBO, reconstruction (-E_q log p(x|z)) and KL, averaged over ``data``, in nats/image."""
+    """-ELBO, reconstruction (-E_q log p(x|z)) and KL, averaged over ``data``, in nats/image; for a
+    model of several latent groups also the KL of each (``kl_z1``, ``kl_z2``, ...)."""
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=data.device).manual_seed(seed)
-    totals = torch.zeros(3, dtype=torch.float64, device=data.device)
+    groups = model.kl_groups()
+    totals = torch.zeros(3 + len(groups), dtype=torch.float64, device=data.device)
     for start in range(0, data.shape[0], batch_size):
-        terms = model.elbo(data[start : start + batch_size], generator)
-        totals += torch.stack([-terms.elbo.sum(), -terms.reconstruction.sum(), terms.kl.sum()])
+        x = data[start : start + batch_size]
+        eps = torch.randn(
+            (x.shape[0], model.noise_dim()), generator=generator, device=x.device, dtype=x.dtype
+        )
+        terms = model(x, eps)
+        elbo = terms.elbo()
+        per_group = model.kl_by_group(terms.kl).double().sum(0)
+        sums = torch.stack([-elbo.elbo.sum(), -elbo.reconstruction.sum(), elbo.kl.sum()]).double()
+        totals += torch.cat([sums, per_group])
     model.train(was_training)
-    neg_elbo, reconstruction, kl = (totals / data.shape[0]).tolist()
+    neg_elbo, reconstruction, kl, *kls = (totals / data.shape[0]).tolist()
     result = {"neg_elbo": neg_elbo, "reconstruction": reconstruction, "kl": kl}
+    if len(groups) > 1:
+        result.update({f"kl_{name}": value for name, value in zip(groups, kls, strict=True)})
     if model.likelihood.reports_bits_per_dim:
         result["bits_per_dim"] = bits_per_dim(neg_elbo, math.prod(data.shape[1:]))
     return result
@@ -126,6 +137,9 @@ class EvalReport:
     seconds: float
     per_image: PerImage = field(repr=False)
     active_threshold: float = ACTIVE_THRESHOLD
+    #: Per latent group (name: size, top first), and the active units in each.
+    groups: dict[str, int] = field(default_factory=dict)
+    active_per_group: dict[str, int] = field(default_factory=dict)
     #: Where the numbers come from (model, data, split, ...), filled in by :func:`evaluate_model`.
     source: dict[str, Any] = field(default_factory=dict)
 
@@ -154,6 +168,8 @@ class EvalReport:
             "active_threshold": self.active_threshold,
             "kl_per_dim": self.kl_per_dim,
             "kl_per_group": self.kl_per_group,
+            "groups": self.groups,
+            "active_per_group": self.active_per_group,
             "activity": self.activity,
             "seconds": self.seconds,
             "images_per_s": self.images / self.seconds if self.seconds > 0 else None,
@@ -179,7 +195,7 @@ def default_samples_at_once(model: VAE, input_shape: tuple[int, ...]) -> int:
         sizes.append(output.numel() if isinstance(output, torch.Tensor) else 0)
 
     device = _device_of(model)
-    hooks = [m.register_forward_hook(record) for m in model.decoder.modules()]
+    hooks = [m.register_forward_hook(record) for m in model.modules()]  # (those decode runs record)
     try:
         with torch.no_grad():
             params = model.decode(torch.zeros(1, model.latent_dim, device=device))
@@ -299,6 +315,11 @@ def _report(model: VAE, data: torch.Tensor, k: int, seed: int, per_image: PerIma
             f"(the first is image {int(bad.nonzero()[0])})"
         )
     activity = per_image.mu.var(dim=0, correction=0)
+    groups = model.kl_groups()
+    active = activity > ACTIVE_THRESHOLD
+    per_group = {
+        name: int(part.sum()) for name, part in zip(groups, active.split(list(groups.values())), strict=True)
+    }
     gap = log_px - elbo
     neg_elbo, neg_log_px = -elbo.mean().item(), -log_px.mean().item()
     bpd = None
@@ -314,7 +335,7 @@ def _report(model: VAE, data: torch.Tensor, k: int, seed: int, per_image: PerIma
         kl_per_dim=kl.mean(0).tolist() if model.kl_exact else None,
         kl_per_group=dict(zip(model.kl_groups(), model.kl_by_group(kl).mean(0).tolist(), strict=True)),
         activity=activity.tolist(),
-        active_units=int((activity > ACTIVE_THRESHOLD).sum()), bits_per_dim=bpd,
+        active_units=int(active.sum()), groups=dict(groups), active_per_group=per_group, bits_per_dim=bpd,
         seconds=time.perf_counter() - started, per_image=per_image,
     )  # fmt: skip
 

@@ -30,8 +30,8 @@ from vaecli import registry
 from vaecli.architectures import ELU
 from vaecli.errors import UsageError, VaeError
 from vaecli.fileio import write_bytes_atomic
-from vaecli.model import VAE
 from vaecli.modelfile import load_model
+from vaecli.models import VAE
 
 PARTS = ("encoder", "decoder", "both")
 INPUTS = ("uint8", "prepared")
@@ -53,12 +53,11 @@ class EncoderProgram(nn.Module):
     def __init__(self, model: VAE, input: str = "uint8") -> None:
         super().__init__()
         check_input(input)
-        self.encoder, self.likelihood, self.uint8 = model.encoder, model.likelihood, input == "uint8"
+        self.model, self.likelihood, self.uint8 = model, model.likelihood, input == "uint8"
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.likelihood.encoder_input(images) if self.uint8 else images
-        mu, logvar = self.encoder(x).chunk(2, dim=-1)
-        return mu, logvar
+        return self.model.encode(x)
 
 
 class DecoderProgram(nn.Module):
@@ -67,11 +66,10 @@ class DecoderProgram(nn.Module):
 
     def __init__(self, model: VAE) -> None:
         super().__init__()
-        self.decoder, self.likelihood = model.decoder, model.likelihood
-        self.register_buffer("output_offset", model.output_offset.clone())
+        self.model, self.likelihood = model, model.likelihood
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.likelihood.mean(self.decoder(z) + self.output_offset)
+        return self.likelihood.mean(self.model.decode(z))
 
 
 def check_input(input: str) -> None:

@@ -18,12 +18,12 @@ import vaecli
 from vaecli import registry
 from vaecli.errors import UsageError, VaeError
 from vaecli.fileio import strict_json, write_bytes_atomic
-from vaecli.model import VAE, ModelSpec, build_model
+from vaecli.models import VAE, ModelSpec, build_model
 
 FORMAT = "vaecli-model"
 # 2: architecture options are recorded with their defaults; 3: the output offset; 4: the prior
-# (older files have none: N(0, I), without tensors)
-FORMAT_VERSION = 4
+# (older files have none: N(0, I), without tensors); 5: the model (older files: vae)
+FORMAT_VERSION = 5
 OFFSET_FORMAT = 3  # files before this format hold no output_offset, the same as a zero one
 MODEL_FILE = "model.safetensors"
 MAX_SIZE = 1 << 20  # no image side, channel count or latent size is larger in a real model
@@ -229,7 +229,7 @@ def _with_installed_parts(spec: ModelSpec, header: dict[str, Any], path: Path) -
 
 
 #: The parts a model file's model section names (the ModelSpec fields of the same names).
-MODEL_PARTS = ("architecture", "likelihood", "prior")
+MODEL_PARTS = ("architecture", "likelihood", "prior", "model")
 
 
 def recorded_part(header: dict[str, Any], kind: str, name: str, where: str) -> str:
@@ -249,6 +249,7 @@ PART_NAMES = {
     "architecture": ("model", "architecture"),
     "likelihood": ("model", "likelihood"),
     "prior": ("model", "prior"),
+    "model": ("model", "model"),
     "dataset": ("data", "name"),
     "objective": ("training", "objective"),
 }

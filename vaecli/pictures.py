@@ -16,11 +16,12 @@ from PIL import Image
 
 from vaecli.config import TrainConfig
 from vaecli.datasets import model_data_dir
+from vaecli.encoding import ALL_GROUPS, code_group
 from vaecli.errors import UsageError, VaeError
 from vaecli.evaluation import kl_per_dimension
 from vaecli.images import check_grid, grid_png
-from vaecli.model import VAE
 from vaecli.modelfile import recorded_part
+from vaecli.models import VAE
 
 DEFAULT_TRAVERSE_ROWS = 10
 
@@ -275,17 +276,20 @@ def parse_dims(text: str) -> list[int]:
         ) from None
 
 
-def top_kl_dims(model: VAE, x: torch.Tensor, count: int) -> tuple[list[int], torch.Tensor, str]:
-    """The ``count`` dimensions with the highest mean KL on ``x`` (highest first), all the KLs and
-    "KL"; for a prior without a KL per dimension (a mixture), by their activity Cov_x(E_q[z_d])
-    instead, and "Cov"."""
+def top_kl_dims(
+    model: VAE, x: torch.Tensor, count: int, columns: slice | None = None
+) -> tuple[list[int], torch.Tensor, str]:
+    """The ``count`` dimensions (of the code's ``columns``, numbered from their first) with the
+    highest mean KL on ``x`` (highest first), all their KLs and "KL"; for a model without a KL per
+    dimension (a mixture prior, a hierarchy), by their activity Cov_x(E_q[z_d]) instead, and "Cov"."""
+    columns = columns or slice(0, model.latent_dim)
     kl = kl_per_dimension(model, x)
     if kl is not None:
-        score, what = kl, "KL"
+        score, what = kl[columns], "KL"
     else:
-        score, what = latent_means(model, x).double().var(0, correction=0), "Cov"
+        score, what = latent_means(model, x)[:, columns].double().var(0, correction=0), "Cov"
     order = torch.argsort(score, descending=True, stable=True)
-    return order[: min(count, model.latent_dim)].tolist(), score, what
+    return order[: min(count, score.shape[0])].tolist(), score, what
 
 
 def project_2d(mu: torch.Tensor) -> tuple[torch.Tensor, tuple[str, str]]:
@@ -393,25 +397,35 @@ def traverse(
     mode: str = "mean",
     seed: int = 0,
     device: str = "auto",
+    group: str | None = None,
 ) -> Picture:
     """One row per latent dimension (by default the ``count`` with the highest KL on the test
     set): that dimension swept over [-range, range] prior standard deviations around the prior's
-    mean, every other one at the mean."""
+    mean, every other one at the mean. With ``group`` (a hierarchy's z1, z2, ...), the dimensions
+    are that group's, numbered from 0, and the groups below it take their prior means given it."""
     check_traversal(value_range, steps)  # before any work
     if dims is None and count < 1:
         raise UsageError(f"--count must be at least 1, got {count}")
     model, header = load(model_or_run, device)
     model.likelihood.check_mode(mode)
-    rows_asked = len(dims) if dims is not None else min(count, model.latent_dim)
+    chosen, columns = code_group(model, group if group is not None else ALL_GROUPS)
+    size = columns.stop - columns.start
+    rows_asked = len(dims) if dims is not None else min(count, size)
     check_grid(rows_asked * steps, model.input_shape, f"--steps {steps}", nrow=steps)
+    name = (lambda d: f"z{d}") if chosen == ALL_GROUPS else (lambda d: f"{chosen}[{d}]")  # noqa: E731
     if dims is None:
         split = load_test_split(model, header, data or DataChoice())
-        dims, score, what = top_kl_dims(model, split.x, count)
-        rows = ", ".join(f"z{d} ({what} {score[d]:.2f})" for d in dims)
+        dims, score, what = top_kl_dims(model, split.x, count, columns)
+        rows = ", ".join(f"{name(d)} ({what} {score[d]:.2f})" for d in dims)
     else:
-        check_dims(dims, model.latent_dim)
-        rows = ", ".join(f"z{d}" for d in dims)
-    codes = traversal_codes(model.latent_dim, dims, value_range, steps, *model.prior.moments())
+        check_dims(dims, size)
+        rows = ", ".join(name(d) for d in dims)
+    # The groups above the chosen one sit at their centres, those below take their prior means
+    # given it (decode of the top groups' values): a row shows what one number of the group does.
+    centre, scale = (t[: columns.stop] for t in model.code_moments())
+    codes = traversal_codes(
+        columns.stop, [columns.start + d for d in dims], value_range, steps, centre, scale
+    )
     images = decode_images(model, codes, mode, pixel_generator(model, seed))
     return Picture(grid_png(images, nrow=steps), f"rows, top to bottom: {rows}")
 

@@ -38,7 +38,7 @@ from torch import nn
 from vaecli.datasets import SPLITS, ImageData
 from vaecli.errors import UsageError, VaeError
 from vaecli.likelihoods import LOG_256, Likelihood, dequantise
-from vaecli.model import LatentModel, Terms
+from vaecli.models import LatentModel, LatentVariableModel, ModelSpec, Terms
 from vaecli.objectives import Objective, Progress
 from vaecli.options import as_bool, as_float, as_int, int_list
 from vaecli.priors import Prior
@@ -87,7 +87,9 @@ __all__ = [
     "DatasetFactory",
     "ImageData",
     "LatentModel",
+    "LatentVariableModel",
     "Likelihood",
+    "ModelSpec",
     "Objective",
     "Prior",
     "Progress",

@@ -1,5 +1,5 @@
-"""Named factories from entry points: datasets, architectures, likelihoods, priors, objectives,
-callbacks.
+"""Named factories from entry points: datasets, architectures, likelihoods, priors, models,
+objectives, callbacks.
 
 vaecli's own built-ins are declared under the same entry-point groups in its pyproject.toml
 as any third-party plugin, so there is one door for everyone. An entry point is imported
@@ -29,6 +29,7 @@ GROUPS = {
     "architecture": "vaecli.architectures",
     "likelihood": "vaecli.likelihoods",
     "prior": "vaecli.priors",
+    "model": "vaecli.models",
     "objective": "vaecli.objectives",
     "callback": "vaecli.callbacks",
 }
@@ -162,13 +163,17 @@ class Registry:
             got = loaded.__name__ if isinstance(loaded, type) else type(loaded).__name__
             raise VaeError(f"{self.describe(name)} is not a vaecli {base.__name__} class (got {got})")
 
-    def call(self, name: str, args: tuple[Any, ...], options: dict[str, Any]) -> tuple[Any, str]:
-        """What the factory registered as ``name`` returns for ``args`` and ``options``, and its
-        description. A bad option value is one line naming the part and its package; any other
-        failure inside the plugin's factory is reported as the plugin's."""
+    def call(
+        self, name: str, args: tuple[Any, ...], options: dict[str, Any], method: str | None = None
+    ) -> tuple[Any, str]:
+        """What the factory registered as ``name`` (or its ``method``, for a class) returns for
+        ``args`` and ``options``, and its description. A bad option value is one line naming the
+        part and its package; any other failure inside the plugin's factory is reported as the
+        plugin's."""
         from vaecli.options import call_with_options
 
         factory, what = self.load(name), self.describe(name)
+        factory = getattr(factory, method) if method else factory
         self.last = self.entry(name)
         try:
             return call_with_options(factory, what, args, options), what
@@ -232,10 +237,11 @@ datasets = Registry("dataset")
 architectures = Registry("architecture")
 likelihoods = Registry("likelihood", "vaecli.likelihoods:Likelihood")
 priors = Registry("prior", "vaecli.priors.base:Prior")
+models = Registry("model", "vaecli.models.base:LatentVariableModel")
 objectives = Registry("objective", "vaecli.objectives.base:Objective")
 callbacks = Registry("callback", "vaecli.training.callbacks:Callback")
 
-BY_KIND = {r.kind: r for r in (datasets, architectures, likelihoods, priors, objectives, callbacks)}
+BY_KIND = {r.kind: r for r in (datasets, architectures, likelihoods, priors, models, objectives, callbacks)}
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +33,7 @@ def sample(
     seed: int = 0,
     mode: str = "mean",
     device: str = "auto",
-    temperature: float = 1.0,
+    temperature: float | Sequence[float] = 1.0,
     grid: bool = False,
 ) -> Samples:
     """z from the model's prior at temperature T (N(0, T^2 I) for the default prior; a mixture's
@@ -42,10 +43,13 @@ def sample(
     before any work (draw several files with different seeds instead)."""
     if n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise UsageError(f"--temperature must be a positive number, got {temperature}")
+    values = [temperature] if isinstance(temperature, (int, float)) else list(temperature)
+    for value in values:
+        if not (math.isfinite(value) and value > 0):
+            raise UsageError(f"--temperature must be a positive number, got {value}")
     target = choose_device(device)
     model, _ = load_model(model_or_run, target)
+    model.group_temperatures(temperature)  # (one, or one per latent group: checked before any work)
     model.likelihood.check_mode(mode)
     per_sample = 4 * (model.latent_dim + math.prod(model.input_shape))
     if n * per_sample > MAX_SAMPLE_BYTES:

@@ -1,4 +1,4 @@
-"""Training objectives: how the model's terms (:class:`vaecli.model.Terms`) become the loss.
+"""Training objectives: how the model's terms (:class:`vaecli.models.Terms`) become the loss.
 
     base.py   Objective, the contract (also in vaecli.plugin), Progress, build_objective
     elbo.py   elbo: the ELBO with a KL weight beta, KL warm-up and free bits

@@ -12,7 +12,7 @@ from vaecli import registry
 from vaecli.errors import VaeError
 
 if TYPE_CHECKING:
-    from vaecli.model import VAE, Terms
+    from vaecli.models import VAE, Terms
 
 
 @dataclass(frozen=True)

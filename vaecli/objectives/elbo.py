@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from vaecli.errors import UsageError
-from vaecli.model import Terms
+from vaecli.models import Terms
 from vaecli.objectives.base import Objective, Progress
 from vaecli.options import as_float
 

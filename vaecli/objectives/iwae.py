@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vaecli.errors import UsageError
-from vaecli.model import Terms
+from vaecli.models import Terms
 from vaecli.objectives.base import Objective, Progress
 from vaecli.options import as_bool, as_int
 
 if TYPE_CHECKING:
-    from vaecli.model import VAE
+    from vaecli.models import VAE
 
 TEST_SEED = 1234  # the test set's k-sample bound draws the same noise every epoch
 

@@ -12,7 +12,7 @@ from vaecli.errors import VaeError
 if TYPE_CHECKING:
     from vaecli.config import TrainConfig
     from vaecli.distributed import Ranks
-    from vaecli.model import VAE
+    from vaecli.models import VAE
     from vaecli.objectives import Objective
     from vaecli.precision import Precision
 

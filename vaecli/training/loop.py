@@ -58,8 +58,9 @@ def epoch_report(run: TrainingRun, epoch: int, totals: list[float], seconds: flo
     epoch's applied steps), the same on the fixed test set, the objective's own test numbers."""
     seen = max(run.position.seen, 1)
     loss, neg_elbo, reconstruction, kl = (t / seen for t in totals)
-    test = mean_elbo(run.model, run.test_x)
-    extra = objective_test_metrics(run)
+    with run.evaluation_weights():
+        test = mean_elbo(run.model, run.test_x)
+        extra = objective_test_metrics(run)
     split = run.row_split  # (test, or val where the data have a validation split)
     return {
         "epoch": epoch,
@@ -71,12 +72,14 @@ def epoch_report(run: TrainingRun, epoch: int, totals: list[float], seconds: flo
         f"{split}_neg_elbo": test["neg_elbo"],
         f"{split}_reconstruction": test["reconstruction"],
         f"{split}_kl": test["kl"],
+        **{f"{split}_{key}": value for key, value in test.items() if key.startswith("kl_")},
         **({f"{split}_bits_per_dim": test["bits_per_dim"]} if "bits_per_dim" in test else {}),
         **{f"{split}_{key}": value for key, value in extra.items()},
         "images_per_s": run.images / seconds,
         "seconds": seconds,
         "elapsed": time.perf_counter() - run.started,
         **({"skipped_steps": run.position.skipped} if run.position.skipped else {}),
+        **({"outlier_steps": run.position.outliers} if run.config.grad_skip is not None else {}),
     }
 
 

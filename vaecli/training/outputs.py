@@ -58,7 +58,8 @@ def epoch_pictures(run: TrainingRun, epoch: int) -> dict[str, torch.Tensor]:
     ``originals`` (the first test images) and their ``reconstructions``, each (N, C, H, W) in
     [0, 1] on the CPU; drawn once per epoch, however many callbacks ask."""
     if run.pictures is None or run.pictures[0] != epoch:
-        run.pictures = (epoch, _draw_pictures(run))
+        with run.evaluation_weights():
+            run.pictures = (epoch, _draw_pictures(run))
     return run.pictures[1]
 
 
@@ -80,7 +81,8 @@ class ModelFile(RunCallback):
     """model.safetensors after every epoch, with that epoch's metrics in its header."""
 
     def on_epoch_end(self, metrics: dict[str, Any]) -> None:
-        save_model(self.run.run_dir / MODEL_FILE, self.run.model, {**self.run.info, "metrics": metrics})
+        with self.run.evaluation_weights():  # (the moving average, with --ema)
+            save_model(self.run.run_dir / MODEL_FILE, self.run.model, {**self.run.info, "metrics": metrics})
 
 
 class Checkpoints(RunCallback):

@@ -7,6 +7,7 @@ is written before every part has been built and checked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -37,8 +38,8 @@ from vaecli.distributed import Ranks
 from vaecli.errors import UsageError, VaeError
 from vaecli.evaluation import TEST_PREPARE_SEED, prepare_fixed
 from vaecli.fileio import strict_json, write_text_atomic
-from vaecli.model import VAE, ModelSpec, build_model
 from vaecli.modelfile import MODEL_FILE, read_header, upgrade_architecture_options
+from vaecli.models import VAE, ModelSpec, build_model
 from vaecli.objectives import Objective, Progress, build_objective
 from vaecli.precision import Precision
 from vaecli.runs import (
@@ -49,11 +50,13 @@ from vaecli.runs import (
     remove_legacy_temporaries,
 )
 from vaecli.training.compiling import compile_model, compile_now
+from vaecli.training.stabilisers import GradientLimit, WeightAverage
 from vaecli.training.step import NanGuard, check_objective
 
 METRICS_FILE = "metrics.jsonl"
 TOTALS = ("loss", "total", "reconstruction", "kl")  # the epoch's running sums, in Position's names
-COUNTS = ("seen", "skipped")  # the epoch's images counted and steps skipped, kept with the sums
+# the epoch's images counted, steps skipped (non-finite) and outlier steps, kept with the sums
+COUNTS = ("seen", "skipped", "outliers")
 
 
 @dataclass
@@ -90,6 +93,13 @@ class TrainingRun:
     guard: NanGuard | None = None  # the steps' NaN guard, set when the loop starts
     #: The split of ``test_images``, which the epoch's row is on: "val" where the data have one.
     row_split: str = "test"
+    limit: GradientLimit | None = None  # --grad-clip, --grad-skip
+    average: WeightAverage | None = None  # --ema
+
+    def evaluation_weights(self) -> contextlib.AbstractContextManager[None]:
+        """The weights evaluation, pictures and the model file use: the moving average with --ema,
+        else the model's own."""
+        return self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
 
     @property
     def images(self) -> int:
@@ -112,11 +122,14 @@ class TrainingRun:
         carried = [float(getattr(self.position, n)) if self.ranks.is_main else 0.0 for n in names]
         self.totals = torch.tensor(carried, dtype=torch.float64, device=self.device)
 
-    def count_step(self, sums: torch.Tensor, counted: torch.Tensor, images: int) -> None:
+    def count_step(self, sums: torch.Tensor, counted: torch.Tensor, images: int,
+                   outlier: torch.Tensor | None = None) -> None:  # fmt: skip
         """Add a step's sums (loss, -ELBO, reconstruction, KL) to the epoch's if ``counted`` (a 0-d
-        bool tensor: no wait for the device); rank 0 counts its images, or the step as skipped."""
+        bool tensor: no wait for the device); rank 0 counts its images, or the step as skipped,
+        and the step as an outlier (``outlier``: its update was not applied for --grad-skip)."""
         share = 1.0 if self.ranks.is_main else 0.0
-        counts = torch.stack([counted.double() * (images * share), (~counted).double() * share])
+        outliers = outlier.double() * share if outlier is not None else counted.double() * 0.0
+        counts = torch.stack([counted.double() * (images * share), (~counted).double() * share, outliers])
         assert self.totals is not None
         self.totals += torch.cat([torch.where(counted, sums.double(), 0.0), counts])
 
@@ -125,7 +138,9 @@ class TrainingRun:
         ``seen`` and ``skipped`` are set from them."""
         assert self.totals is not None
         values = distributed.all_sum(self.ranks, self.totals).tolist()
-        self.position.seen, self.position.skipped = (round(v) for v in values[len(TOTALS) :])
+        self.position.seen, self.position.skipped, self.position.outliers = (
+            round(v) for v in values[len(TOTALS) :]
+        )
         return values[: len(TOTALS)]
 
     def save_checkpoint(self, mid_epoch: bool) -> None:
@@ -143,7 +158,10 @@ class TrainingRun:
             if self.scaler.is_enabled():
                 extra["scaler"] = self.scaler.state_dict()
             order = self.order if mid_epoch else None
-            state = TrainingState(self.position, rng_states(self.device), order, extra)
+            own = {}
+            if self.average is not None:
+                own, extra["ema_updates"] = self.average.state_tensors(), self.average.updates
+            state = TrainingState(self.position, rng_states(self.device), order, extra, own)
             save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scheduler, state)
 
 
@@ -184,7 +202,7 @@ def canonical_names(config: TrainConfig) -> TrainConfig:
     """The config with every part named as registered (``--data FashionMNIST``: ``fashion-mnist``),
     so that run folders, config.yaml and model files spell names one way."""
     names = {"data": registry.datasets, "arch": registry.architectures, "prior": registry.priors,
-             "objective": registry.objectives}  # fmt: skip
+             "model": registry.models, "objective": registry.objectives}  # fmt: skip
     if config.likelihood != AUTO:
         names["likelihood"] = registry.likelihoods
     return replace(config, **{key: kind.canonical(getattr(config, key)) for key, kind in names.items()})
@@ -205,7 +223,8 @@ def warn_if_few_steps(config: TrainConfig, steps: int, images: int) -> None:
 def choose_run_dir(config: TrainConfig, resume: bool) -> Path:
     """The run folder: ``--out``, else the first free ``runs/DATA-LIKELIHOOD-ARCH[-N]``; one to
     resume must hold a checkpoint."""
-    stem = f"{config.data}-{config.likelihood}-{config.arch}".replace(":", "_").replace("/", "_")
+    body = config.arch if config.model == "vae" else config.model  # (a hierarchy has no --arch)
+    stem = f"{config.data}-{config.likelihood}-{body}".replace(":", "_").replace("/", "_")
     run_dir = Path(config.out) if config.out else default_run_dir(stem)
     if resume and not (run_dir / CHECKPOINT_FILE).is_file():
         raise VaeError(f"{run_dir} has no {CHECKPOINT_FILE} to resume from")
@@ -237,6 +256,8 @@ def build_run_model(config: TrainConfig, data: ImageData, checkpoint: Path | Non
         likelihood_options=dict(config.likelihood_options),
         prior=config.prior,
         prior_options=dict(config.prior_options),
+        model=config.model,
+        model_options=dict(config.model_options),
     )
     model = build_model(spec)
     if checkpoint is None:  # (a resumed run's offset and likelihood come from its checkpoint)
@@ -285,6 +306,11 @@ def start_run(
         raise UsageError(f"dataset '{config.data}': train and test images differ in shape")
     objective = build_objective(config.objective, dict(config.objective_options))
     model = build_run_model(config, train_data, run_dir / CHECKPOINT_FILE if resume else None).to(device)
+    if objective.dreg and not model.supports_dreg:
+        raise UsageError(
+            f"{registry.models.describe(config.model)} has no DReG estimator (--objective-opt dreg=true): "
+            "train it with plain iwae"
+        )
     train_images, test_images = train_data.images.to(device), test_data.images.to(device)
     if registry.objectives.entry(config.objective).distribution != "vaecli":  # (vaecli's own are tested)
         check_objective(objective, model, train_images, model.noise_dim())
@@ -301,6 +327,10 @@ def start_run(
     )  # fmt: skip
     run.scheduler = make_scheduler(optimizer, config, run.steps_per_epoch)
     run.row_split = row_split
+    run.limit = GradientLimit(
+        [p for p in model.parameters() if p.requires_grad], config.grad_clip, config.grad_skip
+    )
+    run.average = WeightAverage(model, config.ema) if config.ema else None
     if ranks.is_main and not resume:
         warn_if_few_steps(config, run.steps_per_epoch, len(train_data))
     resolved = resolved_config(config, model, objective, run_dir)
@@ -335,6 +365,8 @@ def restore(run: TrainingRun) -> None:
         run.scaler.load_state_dict(state.extra["scaler"])
     set_rng_states(state.rng, run.device)
     run.position, run.order = state.position, state.order
+    if run.average is not None:
+        run.average.load(state.tensors, int(state.extra.get("ema_updates", 0)))
     metrics_file = run.run_dir / METRICS_FILE
     run.history = [m for m in read_metrics(metrics_file) if m["epoch"] < run.position.epoch]
     if run.ranks.is_main:
@@ -349,6 +381,7 @@ def resolved_config(config: TrainConfig, model: VAE, objective: Objective, run_d
     return {**asdict(config), "data_dir": data_dir, "arch_options": arch,
             "objective_options": objective.options(), "out": str(run_dir), "force": False,
             "prior_options": dict(model.spec.prior_options) if model.spec else dict(config.prior_options),
+            "model_options": dict(model.spec.model_options) if model.spec else dict(config.model_options),
             **plugin_part_names(config)}  # fmt: skip
 
 
@@ -357,7 +390,7 @@ def plugin_part_names(config: TrainConfig) -> dict[str, str]:
     registers the same name is then never taken for them (vaecli's own take precedence over any
     plugin's, so their bare names are safe)."""
     kinds = {"data": "dataset", "arch": "architecture", "likelihood": "likelihood", "prior": "prior",
-             "objective": "objective"}  # fmt: skip
+             "model": "model", "objective": "objective"}  # fmt: skip
     named = {}
     for key, kind in kinds.items():
         entry = registry.BY_KIND[kind].entry(getattr(config, key))
@@ -411,6 +444,7 @@ def model_parts(config: TrainConfig) -> dict[str, dict[str, str]]:
         ("architecture", config.arch),
         ("likelihood", config.likelihood),
         ("prior", config.prior),
+        ("model", config.model),
         ("objective", config.objective),
     ):
         entry = registry.BY_KIND[kind].entry(name)

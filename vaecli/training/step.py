@@ -10,7 +10,7 @@ import torch
 
 from vaecli import distributed, registry
 from vaecli.errors import VaeError
-from vaecli.model import Elbo, Terms
+from vaecli.models import Elbo, Terms
 from vaecli.objectives import Objective, Progress
 from vaecli.objectives.base import describe
 
@@ -115,15 +115,16 @@ class NanGuard:
         self.on_device = bool(run.optimizer.defaults.get("fused"))
 
     def decide(self, part_loss: torch.Tensor, elbo_sum: torch.Tensor, elbo: Elbo, epoch: int,
-               step: int) -> torch.Tensor:  # fmt: skip
+               step: int, within: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """Whether the step's images count (a 0-d tensor), with the update applied or skipped
-        accordingly when the optimiser steps (:meth:`step`)."""
+        accordingly when the optimiser steps (:meth:`step`); ``within`` False (the gradient's norm
+        passed --grad-skip) skips the update but counts the images, as the step was finite."""
         status = torch.stack([part_loss.detach(), elbo_sum.detach(), *_grad_sums(self.params)]).float()
         finite = torch.isfinite(distributed.all_sum(self.run.ranks, status))
         loss_ok, grads_ok = finite[:2].all(), finite[2:].all()
         # float16 gradients overflow now and then: such a step is skipped but is no error.
         error = ~loss_ok if self.run.precision.scaled else ~(loss_ok & grads_ok)
-        apply = loss_ok & grads_ok
+        apply = loss_ok & grads_ok if within is None else loss_ok & grads_ok & within
         if self.stop:
             fresh = error & ~self.halted
             bits = (
@@ -221,11 +222,15 @@ def train_step(run: TrainingRun, guard: NanGuard, indices: torch.Tensor, epoch: 
     optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(part_loss * (ranks.world_size / x.shape[0])).backward()  # DDP averages over ranks
     run.scaler.unscale_(optimizer)
-    counted = guard.decide(part_loss, elbo_sum, elbo, epoch, step)
+    within = run.limit.apply() if run.limit is not None else None
+    counted = guard.decide(part_loss, elbo_sum, elbo, epoch, step, within)
     guard.step(optimizer)
     run.scaler.update()
+    if run.average is not None:
+        run.average.update()
     sums = [part_loss, -elbo_sum, -elbo.reconstruction.float().sum(), elbo.kl.float().sum()]
-    run.count_step(torch.stack(sums).detach(), counted, x.shape[0])
+    outlier = None if within is None else counted & ~within
+    run.count_step(torch.stack(sums).detach(), counted, x.shape[0], outlier)
     if run.scheduler is not None:
         with warnings.catch_warnings():  # a skipped step still moves the schedule on, as resume does
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")

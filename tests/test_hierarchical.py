@@ -1,0 +1,477 @@
+"""The hierarchical VAE: its KL and bound against torch.distributions and against numerical
+integration over its latents, its codes, and every command run on a trained one."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from test_cli import one_error_line, run
+from torch.distributions import Normal, kl_divergence
+
+from vaecli.models import ModelSpec, build_model
+from vaecli.models.hierarchical import HierarchicalVAE
+
+
+def tiny(
+    cells: str = "dense", groups: str = "1,1", latent: int = 3, shape=(1, 6, 6), seed: int = 0, **options
+):
+    torch.manual_seed(seed)
+    options = {"cells": cells, "groups": groups, "latent": latent, "width": 8, **options}
+    spec = ModelSpec(input_shape=shape, latent_dim=0, model="hierarchical", model_options=options)
+    model = build_model(spec).double()
+    with torch.no_grad():  # priors and posteriors of their own, not a new model's N(0, I) everywhere
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+def batch(n: int = 4, shape=(1, 6, 6), seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(torch.full((n, *shape), 0.4, dtype=torch.float64), generator=g)
+
+
+class Recorder:
+    """The posterior and prior parameters each group's layers give in one forward pass, caught
+    from the layers themselves (not from the model's own KL code)."""
+
+    def __init__(self, model: HierarchicalVAE) -> None:
+        self.posterior, self.prior = [], []
+        for group in model.latents:
+            group.posterior.register_forward_hook(lambda m, i, out: self.posterior.append(out))
+            if group.prior is not None:
+                group.prior.register_forward_hook(lambda m, i, out: self.prior.append(out))
+
+
+def softplus_scale(raw: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.softplus(raw + math.log(math.e - 1)) + 1e-4
+
+
+@pytest.mark.parametrize("cells", ["dense", "conv"])
+def test_each_groups_kl_and_the_log_weights_match_torch_distributions(cells):
+    model = tiny(cells, groups="1,2", latent=2)
+    x = batch()
+    eps = torch.randn(
+        4, 3, model.noise_dim(), generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
+    recorder = Recorder(model)
+    terms = model(x, eps, weights=True)
+    assert terms.kl.shape == (4, 3) and terms.log_weight.shape == (4, 3)
+    zc = 2
+    q = [Normal(out[:, :zc].flatten(1), softplus_scale(out[:, zc:]).flatten(1)) for out in recorder.posterior]
+    p = [
+        Normal(out[:, :zc].flatten(1), softplus_scale(out[:, zc : 2 * zc]).flatten(1))
+        for out in recorder.prior
+    ]
+    p = [Normal(torch.zeros_like(q[0].loc), torch.ones_like(q[0].loc)), *p]  # the top group's: N(0, I)
+    noise = eps.reshape(12, -1).split(model.dims, 1)
+    z = [qi.loc + qi.scale * e for qi, e in zip(q, noise, strict=True)]
+    kl = torch.stack([kl_divergence(qi, pi).sum(-1) for qi, pi in zip(q, p, strict=True)], -1)
+    torch.testing.assert_close(terms.kl, kl.view(4, 3, 3).mean(1))
+    log_p_over_q = sum(
+        (pi.log_prob(zi) - qi.log_prob(zi)).sum(-1) for qi, pi, zi in zip(q, p, z, strict=True)
+    )
+    torch.testing.assert_close(terms.log_weight - terms.reconstruction, log_p_over_q.view(4, 3))
+    # The codes each group drew are those the decoder saw: decoding them gives the reconstruction.
+    params = model.decode(torch.cat(z, dim=1))
+    repeated = x.repeat_interleave(3, dim=0)
+    torch.testing.assert_close(terms.reconstruction, model.likelihood.log_prob(repeated, params).view(4, 3))
+
+
+def test_the_kl_is_the_mean_of_log_q_minus_log_p_over_many_draws():
+    model = tiny(groups="1,1,1", latent=2)
+    x = batch(2)
+    eps = torch.randn(
+        2, 40000, model.noise_dim(), generator=torch.Generator().manual_seed(3), dtype=torch.float64
+    )
+    with torch.no_grad():
+        terms = model(x, eps, weights=True)
+    draws = terms.reconstruction - terms.log_weight  # log q - log p of each draw
+    error = draws.std(1) / math.sqrt(draws.shape[1])
+    assert ((draws.mean(1) - terms.kl.sum(1)).abs() < 4 * error).all(), (
+        draws.mean(1),
+        terms.kl.sum(1),
+        error,
+    )
+
+
+def test_a_vamp_prior_on_the_top_group_is_a_mixture_of_the_top_groups_posteriors():
+    model = tiny(groups="1,1", latent=2)
+    options = {"cells": "dense", "groups": "1,1", "latent": 2}
+    spec = ModelSpec(input_shape=(1, 6, 6), latent_dim=0, model="hierarchical", prior="vamp",
+                     prior_options={"k": 4}, model_options=options)  # fmt: skip
+    model = build_model(spec).double()
+    from torch.distributions import Categorical, Independent, MixtureSameFamily
+
+    mu, logvar = model.encode_top(model.prior.pseudo_inputs)
+    mixture = MixtureSameFamily(Categorical(logits=torch.zeros(4, dtype=torch.float64)),
+                                Independent(Normal(mu, torch.exp(0.5 * logvar)), 1))  # fmt: skip
+    z = torch.randn(5, 2, dtype=torch.float64)
+    torch.testing.assert_close(model.prior.log_prob(z), mixture.log_prob(z))
+    assert not model.kl_exact and model(batch(), torch.randn(4, model.noise_dim()).double()).kl.shape == (
+        4,
+        2,
+    )
+
+
+def test_ancestral_samples_follow_each_groups_prior_and_its_temperature():
+    model = tiny(groups="1,1", latent=1)
+    z = model.sample_prior(20000, torch.Generator().manual_seed(0), [1.0, 0.5])
+    top, below = z[:, 0], z[:, 1]
+    assert abs(top.mean()) < 0.03 and abs(top.std() - 1) < 0.02  # N(0, 1)
+    # Given each top value, the lower group is N(mu_p(z1), (0.5 sigma_p(z1))^2): standardised by the
+    # prior's own parameters (read from the layers), it is N(0, 0.5^2).
+    recorder = Recorder(model)
+    with torch.no_grad():
+        model.log_prior(z.double())
+    out = recorder.prior[0]
+    standard = (below.double() - out[:, 0]) / softplus_scale(out[:, 1])
+    assert abs(standard.mean()) < 0.02 and abs(standard.std() - 0.5) < 0.02
+    assert torch.equal(model.sample_prior(7, torch.Generator().manual_seed(4)),
+                       model.sample_prior(7, torch.Generator().manual_seed(4)))  # fmt: skip
+
+
+def test_decode_takes_the_top_groups_values_and_says_which_sizes_it_takes():
+    from vaecli.errors import VaeError
+
+    model = tiny(groups="1,1,1", latent=2)
+    assert model.code_widths() == (2, 4, 6)
+    z = model.sample_prior(3, torch.Generator().manual_seed(0), 1.0).double()
+    assert model.decode(z[:, :2]).shape == (3, 1, 1, 6, 6)
+    # The top group alone: the groups below at their prior means, which ancestral sampling at
+    # temperature 0 also gives.
+    means = model.sample_prior(3, torch.Generator().manual_seed(0), [1.0, 1e-12, 1e-12]).double()
+    torch.testing.assert_close(model.decode(z[:, :2]), model.decode(means))
+    with pytest.raises(VaeError, match="takes the top groups' values, 2, 4, 6 numbers"):
+        model.decode(z[:, :3])
+
+
+# --- the bound against numerical integration ------------------------------------------------
+
+
+def log_marginal_by_integration(model: HierarchicalVAE, x: torch.Tensor, grid: int = 401) -> torch.Tensor:
+    """log p(x) = log of the double integral over z1, z2 of p(z1) p(z2|z1) p(x|z1, z2), by the
+    midpoint rule: first on [-8, 8]^2, then again on the box around where the integrand is
+    within e^-40 of its largest value (the posterior is far narrower than the prior)."""
+    results = []
+    for image in x:
+        box = (-8.0, 8.0, -8.0, 8.0)
+        for _ in range(2):
+            a, b, c, d = box
+            z1 = torch.linspace(a, b, grid, dtype=torch.float64)
+            z2 = torch.linspace(c, d, grid, dtype=torch.float64)
+            codes = torch.cartesian_prod(z1, z2)
+            with torch.no_grad():
+                log_joint = torch.cat([
+                    model.log_prior(part).sum(1)
+                    + model.likelihood.log_prob(image.expand(part.shape[0], *image.shape), model.decode(part))
+                    for part in codes.split(40000)
+                ])  # fmt: skip
+            cell = (z1[1] - z1[0]) * (z2[1] - z2[0])
+            total = torch.logsumexp(log_joint, 0) + torch.log(cell)
+            keep = codes[log_joint > log_joint.max() - 40]
+            margin = 4 * torch.stack([z1[1] - z1[0], z2[1] - z2[0]])
+            box = (*(keep[:, 0].min() - margin[0], keep[:, 0].max() + margin[0]),
+                   *(keep[:, 1].min() - margin[1], keep[:, 1].max() + margin[1]))  # fmt: skip
+            box = tuple(float(v) for v in box)
+        results.append(total)
+    return torch.stack(results)
+
+
+@pytest.fixture(scope="module")
+def two_group_run(mnist_root, tmp_path_factory):
+    """A 2-group model with 1-dimensional latents, trained a little on real MNIST."""
+    from vaecli.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("hierarchy") / "two"
+    config = TrainConfig(
+        data_dir=str(mnist_root), epochs=2, limit_train=3000, limit_test=200, model="hierarchical",
+        model_options={"cells": "dense", "groups": "1,1", "latent": "1", "width": "32"}, device="cpu",
+        out=str(out),
+    )  # fmt: skip
+    return train(config).run_dir
+
+
+def test_vae_eval_of_a_two_group_model_matches_numerical_integration(two_group_run, capsys, mnist_root,
+                                                                     monkeypatch):  # fmt: skip
+    from vaecli.datasets import mnist
+    from vaecli.evaluation import TEST_PREPARE_SEED, prepare_fixed
+    from vaecli.modelfile import load_model
+
+    monkeypatch.setenv("VAECLI_DATA_DIR", str(mnist_root))
+    code, out, err = run(capsys, "eval", str(two_group_run), "--k", "5000", "--limit", "4", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    model, _ = load_model(two_group_run)
+    model = model.double()
+    images = mnist(mnist_root, "test").images[:4]
+    x = prepare_fixed(model.likelihood, images, TEST_PREPARE_SEED).double()
+    exact = log_marginal_by_integration(model, x)
+    assert report["neg_log_px"] == pytest.approx(-exact.mean().item(), abs=0.1)
+    assert report["neg_elbo"] > -exact.mean().item()  # the ELBO is a lower bound
+    assert report["groups"] == {"z1": 1, "z2": 1}
+
+
+# --- through every command -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hierarchy_run(mnist_root, tmp_path_factory):
+    from vaecli.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("hierarchy") / "three"
+    config = TrainConfig(
+        data_dir=str(mnist_root), epochs=2, limit_train=2000, limit_test=300, model="hierarchical",
+        model_options={"cells": "dense", "groups": "2,1", "latent": "4", "width": "32"}, device="cpu",
+        ema=0.9, grad_clip=1e5, grad_skip=1e7, out=str(out),
+    )  # fmt: skip
+    return train(config).run_dir
+
+
+def test_a_hierarchical_run_records_its_model_and_the_kl_of_each_group(hierarchy_run):
+    from vaecli.config import load_config_file
+    from vaecli.modelfile import load_model, read_header
+
+    header = read_header(hierarchy_run / "model.safetensors")
+    assert header["format_version"] == 5
+    assert header["model"]["model"] == "hierarchical" and header["model"]["latent_dim"] == 12
+    assert (
+        header["model"]["model_options"]["groups"] == "2,1"
+        and header["parts"]["model"]["distribution"] == "vaecli"
+    )
+    config = load_config_file(hierarchy_run / "config.yaml")
+    assert config.model == "hierarchical" and config.model_options["latent"] == 4
+    rows = [json.loads(line) for line in (hierarchy_run / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        groups = [row[f"test_kl_z{i}"] for i in (1, 2, 3)]
+        assert sum(groups) == pytest.approx(row["test_kl"]) and row["outlier_steps"] == 0
+    model, _ = load_model(hierarchy_run)
+    assert model.kl_groups() == {"z1": 4, "z2": 4, "z3": 4}
+
+
+def test_every_command_works_with_a_hierarchical_model(
+    hierarchy_run, tmp_path, capsys, monkeypatch, mnist_root
+):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VAECLI_DATA_DIR", str(mnist_root))
+    run_dir = str(hierarchy_run)
+    code, out, err = run(capsys, "eval", run_dir, "--k", "50", "--limit", "100", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["kl_per_dim"] is None and set(report["kl_per_group"]) == {"z1", "z2", "z3"}
+    assert sum(report["kl_per_group"].values()) == pytest.approx(report["kl"])
+    assert sum(report["active_per_group"].values()) == report["active_units"]
+    code, out, err = run(capsys, "eval", run_dir, "--k", "10", "--limit", "20")
+    assert code == 0 and "active units" in out and "z3" in out, err
+    for argv in (
+        ["sample", run_dir, "--n", "8", "--out", "s.png", "--temperature", "1,0.7,0.5"],
+        ["traverse", run_dir, "--out", "t.png", "--steps", "5", "--group", "z2"],
+        ["traverse", run_dir, "--out", "t2.png", "--steps", "3", "--count", "2"],
+        ["map", run_dir, "--out", "m.png"],
+        ["reconstruct", run_dir, "--out", "r.png"],
+        ["interpolate", run_dir, "3", "7", "--out", "i.png"],
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == 0, (argv, err)
+        assert (tmp_path / argv[argv.index("--out") + 1]).stat().st_size > 0
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray((torch.rand(28, 28) * 255).byte().numpy()).save(folder / f"{i}.png")
+    for group, width in (("z1", 4), ("all", 12), ("z3", 4)):
+        code, out, err = run(capsys, "encode", run_dir, str(folder), "--group", group)
+        assert code == 0, err
+        records = [json.loads(line) for line in out.splitlines()]
+        assert len(records) == 3 and all(len(r["mu"]) == width for r in records)
+        if group != "z3":  # the top group's values, or every group's: what decode takes
+            (tmp_path / f"{group}.jsonl").write_text(out)
+            code, _, err = run(
+                capsys, "decode", run_dir, str(tmp_path / f"{group}.jsonl"), "--out", f"{group}.png"
+            )
+            assert code == 0, err
+    code, out, err = run(capsys, "encode", run_dir, str(folder), "--group", "all", "--out", "c.safetensors")
+    assert code == 0, err
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "c.safetensors"), "np") as f:
+        assert f.metadata()["groups"] == "z1:4,z2:4,z3:4" and f.get_tensor("mu").shape == (3, 12)
+
+
+def test_the_model_file_holds_the_moving_average_and_the_checkpoint_both(hierarchy_run):
+    from safetensors.torch import load_file
+
+    weights = load_file(str(hierarchy_run / "model.safetensors"))
+    checkpoint = load_file(str(hierarchy_run / "checkpoint.safetensors"))
+    name = "head.0.weight"
+    assert torch.equal(weights[name], checkpoint[f"ema.{name}"])
+    assert not torch.equal(weights[name], checkpoint[f"model.{name}"])
+
+
+HIERARCHY_FLAGS = ["--model", "hierarchical", "--model-opt", "cells=dense", "--model-opt", "width=8"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--model", "nope"], "unknown model 'nope'"),
+        (
+            ["--model", "hierarchical", "--model-opt", "cells=round"],
+            "option cells: unknown 'round' (use conv, dense)",
+        ),
+        (["--model", "hierarchical", "--model-opt", "groups=0"], "option groups wants positive integers"),
+        (
+            ["--model", "hierarchical", "--model-opt", "latent=0"],
+            "option latent wants an integer of at least 1",
+        ),
+        (["--model", "hierarchical", "--model-opt", "scales=tanh"], "option scales: unknown 'tanh'"),
+        (["--model", "hierarchical", "--model-opt", "depth=3"], "has no option 'depth'"),
+        (["--model", "hierarchical", "--arch", "conv"], "--arch is for --model vae"),
+        (["--model", "hierarchical", "--latent-dim", "8"], "--latent-dim is for --model vae"),
+        (["--grad-clip", "-1"], "--grad-clip must be a positive number, got -1.0"),
+        (["--grad-skip", "0"], "--grad-skip must be a positive number, got 0.0"),
+        (["--ema", "1"], "--ema must be from 0 (off) to below 1"),
+        ([*HIERARCHY_FLAGS, "--objective", "iwae", "--objective-opt", "dreg=true"], "has no DReG estimator"),
+    ],
+)
+def test_bad_model_and_stabiliser_flags_are_one_line_and_write_nothing(argv, expected, capsys, tmp_path,
+                                                                       monkeypatch, mnist_root):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VAECLI_DATA_DIR", str(mnist_root))
+    code, out, err = run(capsys, "train", "--epochs", "1", "--limit-train", "500", *argv)
+    assert code == 2 and expected in one_error_line(err), err
+    assert not Path("runs").exists()
+
+
+def test_bad_group_and_temperature_flags_are_one_line(hierarchy_run, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for argv, expected in (
+        (
+            ["sample", str(hierarchy_run), "--temperature", "1,2"],
+            "2 temperatures for 3 latent groups (z1, z2, z3)",
+        ),
+        (
+            ["sample", str(hierarchy_run), "--temperature", "1,x"],
+            "--temperature wants a number or comma-separated",
+        ),
+        (["sample", str(hierarchy_run), "--temperature", "1,0,1"], "--temperature must be a positive number"),
+        (["encode", str(hierarchy_run), ".", "--group", "z9"], "no group 'z9' (it has z1, z2, z3, or all)"),
+        (["traverse", str(hierarchy_run), "--group", "z9"], "no group 'z9'"),
+        (["traverse", str(hierarchy_run), "--group", "z1", "--dims", "4"], "no latent dimension 4"),
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and expected in one_error_line(err), (argv, err)
+    codes = tmp_path / "bad.jsonl"
+    codes.write_text(json.dumps({"mu": [0.0] * 5}) + "\n")
+    code, out, err = run(capsys, "decode", str(hierarchy_run), str(codes), "--out", "d.png")
+    assert code == 1 and "one of 4, 8, 12" in one_error_line(err), err
+
+
+# --- the stabilisers --------------------------------------------------------------------------
+
+
+def test_clipping_scales_the_gradients_down_to_the_norm_and_keeps_their_direction():
+    from vaecli.training.stabilisers import GradientLimit
+
+    params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, 2))]
+    params[0].grad, params[1].grad = torch.tensor([3.0, 0.0, 4.0]), torch.full((2, 2), 6.0)
+    before = torch.cat([p.grad.flatten() for p in params])
+    within = GradientLimit(params, clip=2.0, skip=100.0).apply()
+    after = torch.cat([p.grad.flatten() for p in params])
+    assert bool(within) and after.norm().item() == pytest.approx(2.0, rel=1e-5)
+    torch.testing.assert_close(after / after.norm(), before / before.norm())
+    assert not bool(GradientLimit(params, clip=None, skip=1.0).apply())  # norm 2 > 1: skip
+    assert GradientLimit(params, clip=None, skip=None).apply() is None
+
+
+def test_a_skip_threshold_below_every_norm_skips_every_update_and_counts_them(mnist_root, tmp_path):
+    from vaecli.modelfile import load_model
+    from vaecli.train import TrainConfig, train
+    from vaecli.training.run import build_run_model, complete_config, load_split
+
+    config = TrainConfig(
+        data_dir=str(mnist_root), epochs=1, limit_train=1000, limit_test=100, batch_size=250,
+        model="hierarchical",
+        model_options={"cells": "dense", "groups": "1,1", "width": "16", "latent": "2"}, grad_skip=1e-9,
+        device="cpu", out=str(tmp_path / "run"),
+    )  # fmt: skip
+    rows = train(config).metrics
+    assert (
+        rows[0]["outlier_steps"] == 4 and "skipped_steps" not in rows[0]
+    )  # (finite steps, not counted as NaN)
+    trained, _ = load_model(tmp_path / "run")
+    config = complete_config(config, tell=False)
+    untouched = build_run_model(config, load_split(config, "train"), None)
+    for (name, a), b in zip(trained.state_dict().items(), untouched.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_the_moving_average_follows_the_weights_with_its_decay():
+    from vaecli.training.stabilisers import WeightAverage
+
+    layer = torch.nn.Linear(2, 1)
+    average = WeightAverage(layer, decay=0.5)
+    start = layer.weight.detach().clone()
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    average.update()  # update 0: decay min(0.5, 1/10) = 0.1
+    torch.testing.assert_close(average.average[0], 0.1 * start + 0.9 * (start + 1.0))
+    with average.swapped_in():
+        torch.testing.assert_close(layer.weight, 0.1 * start + 0.9 * (start + 1.0))
+    torch.testing.assert_close(layer.weight, start + 1.0)
+
+
+@pytest.mark.slow
+def test_a_hierarchical_run_with_stabilisers_resumes_to_the_same_weights(mnist_root, tmp_path):
+    from test_objectives import same_weights
+    from test_runs import SignalAt
+
+    from vaecli.train import TrainConfig, TrainingInterrupted, train
+
+    def config(out):
+        return TrainConfig(
+            data_dir=str(mnist_root), epochs=2, limit_train=1200, limit_test=200, model="hierarchical",
+            model_options={"cells": "dense", "groups": "1,1", "width": "16"}, ema=0.99, grad_clip=50.0,
+            grad_skip=1e6, device="cpu", out=str(out),
+        )  # fmt: skip
+
+    train(config(tmp_path / "straight"))
+    with pytest.raises(TrainingInterrupted):
+        train(config(tmp_path / "run"), SignalAt(2, 2))
+    train(config(tmp_path / "run"), resume=True)
+    assert same_weights(tmp_path / "straight", tmp_path / "run")  # (the model files: the averages)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cells", ["dense", "conv"])
+def test_a_hierarchical_run_compiled_matches_eager(cells, mnist_root, tmp_path):
+    from test_distributed import small
+
+    from vaecli.train import train
+
+    options = {"model": "hierarchical", "model_options": {"cells": cells, "groups": "1,1", "width": "8"},
+               "epochs": 1, "limit_train": 600, "latent_dim": 32, "arch_options": {}}  # fmt: skip
+    eager = train(small(mnist_root, tmp_path / "eager", **options)).metrics
+    compiled = train(small(mnist_root, tmp_path / "compiled", compile=True, **options)).metrics
+    for key in ("train_neg_elbo", "test_neg_elbo", "test_kl", "test_kl_z2"):
+        assert compiled[0][key] == pytest.approx(eager[0][key], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_a_hierarchical_run_in_two_torchrun_processes_equals_one_process(mnist_root, tmp_path):
+    import sys
+
+    from test_distributed import TORCHRUN, assert_close_weights
+    from test_distributed import run as run_process
+
+    train = ["train", "--epochs", "2", "--limit-train", "1000", "--limit-test", "200", "--batch-size", "33",
+             "--device", "cpu", "--quiet", "--ema", "0.9", *HIERARCHY_FLAGS,
+             "--model-opt", "groups=1,1"]  # fmt: skip
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    done = run_process([sys.executable, "-m", "vaecli", *train, "--out", str(single)], mnist_root)
+    assert done.returncode == 0, done.stderr
+    done = run_process([*TORCHRUN, "-m", "vaecli", *train, "--out", str(ddp)], mnist_root)
+    assert done.returncode == 0, done.stderr
+    assert_close_weights(ddp, single)

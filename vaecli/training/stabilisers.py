@@ -1,0 +1,84 @@
+"""What keeps deep models training: gradient clipping with skipping of outlier updates
+(``--grad-clip``, ``--grad-skip``) and an exponential moving average of the weights
+(``--ema``) that evaluation, sampling and the model file use. Neither waits for the device."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+
+class GradientLimit:
+    """The gradients' global L2 norm, taken on the device after backward: above ``skip`` the
+    update is not applied (an outlier batch, counted in metrics.jsonl as ``outlier_steps``);
+    above ``clip`` the gradients are scaled down to norm ``clip`` (VDVAE's recipe: clip at a
+    norm the model often reaches, skip at one it reaches only when something went wrong)."""
+
+    def __init__(self, params: list[torch.Tensor], clip: float | None, skip: float | None) -> None:
+        self.params = params
+        self.clip, self.skip = clip, skip
+
+    @property
+    def active(self) -> bool:
+        return self.clip is not None or self.skip is not None
+
+    def apply(self) -> torch.Tensor | None:
+        """Clip the gradients in place; whether the update may go ahead (a 0-d bool tensor on the
+        device), or None when no skip threshold is set."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads or not self.active:
+            return None
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
+        if self.clip is not None:
+            factor = (self.clip / (norm + 1e-6)).clamp(max=1.0)
+            torch._foreach_mul_(grads, factor.to(grads[0].dtype))
+        return None if self.skip is None else norm <= self.skip
+
+
+class WeightAverage:
+    """An exponential moving average of the trainable weights, updated after every step with
+    the decay min(``decay``, (1 + n) / (10 + n)) at update n (so the first updates are not
+    dominated by the random start)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.names = [name for name, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.average = [p.detach().clone() for p in self.params]
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        decay = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - decay)
+        self.updates += 1
+
+    @contextlib.contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """The model holds the averaged weights inside the block, its own again after it."""
+        with torch.no_grad():
+            own = [p.detach().clone() for p in self.params]
+            torch._foreach_copy_([p.data for p in self.params], self.average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self.params], own)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The average by parameter name, for the checkpoint."""
+        return {
+            f"ema.{name}": t.detach().cpu().contiguous()
+            for name, t in zip(self.names, self.average, strict=True)
+        }
+
+    def load(self, tensors: dict[str, torch.Tensor], updates: int) -> None:
+        """Restore the average from a checkpoint's tensors (a run checkpointed without an
+        average starts one from its current weights)."""
+        with torch.no_grad():
+            for name, target in zip(self.names, self.average, strict=True):
+                if f"ema.{name}" in tensors:
+                    target.copy_(tensors[f"ema.{name}"])
+        self.updates = updates
