@@ -20,7 +20,7 @@ from vaecli.datasets import resolve_data_dir
 from vaecli.train import TrainConfig, train
 
 #: The hierarchy of examples/configs/mnist-hierarchical.yaml.
-RECIPE = {"cells": "dense", "groups": "1,1,1,1", "width": "384", "latent": "32"}
+RECIPE = {"cells": "dense", "groups": "1,1,1,1", "width": "256", "latent": "32"}
 
 CONTESTANTS: dict[str, dict[str, Any]] = {
     "normal": {},

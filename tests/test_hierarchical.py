@@ -147,6 +147,26 @@ def test_decode_takes_the_top_groups_values_and_says_which_sizes_it_takes():
         model.decode(z[:, :3])
 
 
+@pytest.mark.parametrize(
+    ("shape", "likelihood", "sizes"),
+    [((1, 28, 28), "bernoulli", [(7, 7), (7, 7), (14, 14), (14, 14)]),
+     ((3, 32, 32), "categorical", [(8, 8), (8, 8), (16, 16), (16, 16)]),
+     ((3, 27, 30), "gaussian", [(7, 8), (7, 8), (14, 15), (14, 15)])],
+)  # fmt: skip
+def test_conv_cells_fit_grey_and_colour_images_of_any_size(shape, likelihood, sizes):
+    torch.manual_seed(0)
+    spec = ModelSpec(input_shape=shape, latent_dim=0, model="hierarchical", likelihood=likelihood)
+    model = build_model(spec)  # (the default: conv cells, groups 2,2, 4 latent maps each)
+    assert model.group_sizes == sizes and model.latent_dim == sum(4 * h * w for h, w in sizes)
+    images = torch.randint(0, 256, (3, *shape), dtype=torch.uint8)
+    x = model.likelihood.prepare(images, torch.Generator().manual_seed(0))
+    terms = model(x, torch.randn(3, 2, model.noise_dim()), weights=True)
+    assert terms.reconstruction.shape == (3, 2) and terms.kl.shape == (3, 4)
+    assert torch.isfinite(terms.log_weight).all()
+    params = model.decode(model.sample_prior(5, torch.Generator().manual_seed(1)))
+    assert params.shape == (5, model.likelihood.params_per_pixel, *shape)
+
+
 # --- the bound against numerical integration ------------------------------------------------
 
 
@@ -298,6 +318,9 @@ def test_every_command_works_with_a_hierarchical_model(
 
     with safe_open(str(tmp_path / "c.safetensors"), "np") as f:
         assert f.metadata()["groups"] == "z1:4,z2:4,z3:4" and f.get_tensor("mu").shape == (3, 12)
+    code, out, err = run(capsys, "export", run_dir, "exported")
+    assert code == 0 and "matches the model" in err, err
+    assert all((tmp_path / "exported" / f"{part}.onnx").is_file() for part in ("encoder", "decoder"))
 
 
 def test_the_model_file_holds_the_moving_average_and_the_checkpoint_both(hierarchy_run):

@@ -14,7 +14,7 @@ from vaecli.codefiles import CODE_FIELDS, CodeBatch, Failure
 from vaecli.errors import UsageError, VaeError
 from vaecli.fileio import write_bytes_atomic
 from vaecli.images import png_bytes
-from vaecli.models import VAE
+from vaecli.models import LatentVariableModel
 
 
 @dataclass
@@ -29,7 +29,7 @@ class DecodedBatch:
 
 @torch.no_grad()
 def decode_codes(
-    model: VAE,
+    model: LatentVariableModel,
     batches: Iterable[CodeBatch],
     latent: str | None = None,
     mode: str = "mean",

@@ -24,7 +24,7 @@ from vaecli.devices import choose_device
 from vaecli.errors import UsageError
 from vaecli.imagefiles import FITS, UnreadableImage, find_images, read_image
 from vaecli.modelfile import load_model
-from vaecli.models import VAE
+from vaecli.models import VAE, LatentVariableModel
 
 PATH_CHUNK = 1 << 16  # bytes read at a time from a NUL-separated path list
 
@@ -47,7 +47,7 @@ class ImageEncoder:
     file, the fit of a folder dataset (``stretch``, ``crop``, ``pad``), and the likelihood's
     :meth:`~vaecli.likelihoods.Likelihood.encoder_input` for the value range."""
 
-    def __init__(self, model: VAE, header: dict, device: torch.device, fit: str | None = None,
+    def __init__(self, model: LatentVariableModel, header: dict, device: torch.device, fit: str | None = None,
                  group: str | None = None) -> None:  # fmt: skip
         if model.spec is None:
             raise ValueError("the model needs its spec (build it with build_model or load_model)")
@@ -93,7 +93,7 @@ class ImageEncoder:
 ALL_GROUPS = "all"
 
 
-def code_group(model: VAE, group: str | None) -> tuple[str, slice]:
+def code_group(model: LatentVariableModel, group: str | None) -> tuple[str, slice]:
     """The latent group ``vae encode`` writes (by default the top one: for a single latent vector
     the whole code) and its columns in the model's code."""
     groups = model.kl_groups()

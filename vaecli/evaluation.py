@@ -30,7 +30,7 @@ from vaecli.errors import UsageError, VaeError
 from vaecli.fileio import strict_json, write_text_atomic
 from vaecli.likelihoods import Likelihood
 from vaecli.modelfile import load_model, model_path, recorded_part
-from vaecli.models import VAE
+from vaecli.models import LatentVariableModel
 
 if TYPE_CHECKING:
     from vaecli.config import EvalConfig
@@ -60,7 +60,7 @@ def prepare_fixed(likelihood: Likelihood, images: torch.Tensor, seed: int) -> to
 
 @torch.no_grad()
 def mean_elbo(
-    model: VAE, data: torch.Tensor, batch_size: int = 1000, seed: int = EVAL_SEED
+    model: LatentVariableModel, data: torch.Tensor, batch_size: int = 1000, seed: int = EVAL_SEED
 ) -> dict[str, Any]:
     """-ELBO, reconstruction (-E_q log p(x|z)) and KL, averaged over ``data``, in nats/image; for a
     model of several latent groups also the KL of each (``kl_z1``, ``kl_z2``, ...)."""
@@ -90,7 +90,9 @@ def mean_elbo(
 
 
 @torch.no_grad()
-def kl_per_dimension(model: VAE, data: torch.Tensor, batch_size: int = 1000) -> torch.Tensor | None:
+def kl_per_dimension(
+    model: LatentVariableModel, data: torch.Tensor, batch_size: int = 1000
+) -> torch.Tensor | None:
     """KL(q(z_d|x) || p(z_d)) for each latent dimension d, averaged over ``data``: a float64
     tensor (latent_dim,) in nats/image on the CPU whose entries sum to the mean KL term; None
     when the model's prior has no closed-form KL per dimension (a mixture)."""
@@ -184,7 +186,7 @@ def chunk_shape(k: int, samples_at_once: int) -> tuple[int, int]:
     return 1, samples_at_once
 
 
-def default_samples_at_once(model: VAE, input_shape: tuple[int, ...]) -> int:
+def default_samples_at_once(model: LatentVariableModel, input_shape: tuple[int, ...]) -> int:
     """How many samples to decode at once so one chunk's tensors stay near ``CHUNK_BYTES``.
 
     The decoder is run on one z with hooks that add up the sizes of every module's output (an
@@ -206,12 +208,12 @@ def default_samples_at_once(model: VAE, input_shape: tuple[int, ...]) -> int:
     return max(1, min(MAX_CHUNK_SAMPLES, CHUNK_BYTES // (4 * floats)))
 
 
-def _device_of(model: VAE) -> torch.device:
+def _device_of(model: LatentVariableModel) -> torch.device:
     parameter = next(model.parameters(), None)
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
-def _dtype_of(model: VAE) -> torch.dtype:
+def _dtype_of(model: LatentVariableModel) -> torch.dtype:
     parameter = next(model.parameters(), None)
     return parameter.dtype if parameter is not None else torch.float32
 
@@ -225,7 +227,7 @@ def _stderr(values: torch.Tensor) -> float | None:
 
 @torch.no_grad()
 def evaluate(
-    model: VAE,
+    model: LatentVariableModel,
     data: torch.Tensor,
     k: int = 1000,
     seed: int = 0,
@@ -284,7 +286,7 @@ class ImportanceSums:
 
 
 def _importance_sums(
-    model: VAE, x: torch.Tensor, k: int, samples_per_chunk: int, generator: torch.Generator
+    model: LatentVariableModel, x: torch.Tensor, k: int, samples_per_chunk: int, generator: torch.Generator
 ) -> ImportanceSums:
     """The k draws' sums for images x, ``samples_per_chunk`` draws at a time, each drawn through
     the model's own forward pass (which knows its prior and its latent groups)."""
@@ -304,8 +306,8 @@ def _importance_sums(
     return ImportanceSums(log_sum_w - math.log(k), recon_sum / k, kl)
 
 
-def _report(model: VAE, data: torch.Tensor, k: int, seed: int, per_image: PerImage, recon: torch.Tensor,
-            kl: torch.Tensor, started: float) -> EvalReport:  # fmt: skip
+def _report(model: LatentVariableModel, data: torch.Tensor, k: int, seed: int, per_image: PerImage,
+            recon: torch.Tensor, kl: torch.Tensor, started: float) -> EvalReport:  # fmt: skip
     """The report from the per-image numbers; a non-finite one is an error naming the first image."""
     elbo, log_px, n = per_image.elbo, per_image.log_px, per_image.elbo.shape[0]
     bad = ~torch.isfinite(log_px) | ~torch.isfinite(elbo)

@@ -31,7 +31,7 @@ from vaecli.architectures import ELU
 from vaecli.errors import UsageError, VaeError
 from vaecli.fileio import write_bytes_atomic
 from vaecli.modelfile import load_model
-from vaecli.models import VAE
+from vaecli.models import LatentVariableModel
 
 PARTS = ("encoder", "decoder", "both")
 INPUTS = ("uint8", "prepared")
@@ -50,7 +50,7 @@ class EncoderProgram(nn.Module):
     likelihood's ``encoder_input`` (what ``vae encode`` feeds the encoder), prepared images pass
     as they are."""
 
-    def __init__(self, model: VAE, input: str = "uint8") -> None:
+    def __init__(self, model: LatentVariableModel, input: str = "uint8") -> None:
         super().__init__()
         check_input(input)
         self.model, self.likelihood, self.uint8 = model, model.likelihood, input == "uint8"
@@ -64,7 +64,7 @@ class DecoderProgram(nn.Module):
     """Codes z (B, latent_dim) to images (B, C, H, W) in [0, 1]: the likelihood's mean of
     p(x|z), the picture ``vae sample --mode mean`` and ``vae decode`` draw."""
 
-    def __init__(self, model: VAE) -> None:
+    def __init__(self, model: LatentVariableModel) -> None:
         super().__init__()
         self.model, self.likelihood = model, model.likelihood
 
@@ -78,7 +78,7 @@ def check_input(input: str) -> None:
         raise UsageError(f"unknown --input '{input}' (use {' or '.join(INPUTS)})")
 
 
-def standalone(model: VAE) -> VAE:
+def standalone(model: LatentVariableModel) -> LatentVariableModel:
     """A copy of ``model`` on the CPU, in eval mode, with no gradients, and with vaecli's
     custom-gradient modules replaced by torch's own (:data:`PLAIN_MODULES`)."""
     plain = copy.deepcopy(model).cpu().eval().requires_grad_(False)
@@ -227,7 +227,7 @@ def export(
 
 
 def _export_part(
-    model: VAE, part: str, input: str, chosen: _Format, format: str
+    model: LatentVariableModel, part: str, input: str, chosen: _Format, format: str
 ) -> tuple[bytes, float | None]:
     plain = standalone(model)
     program, example, reference, names = _program(model, plain, part, input)
@@ -251,7 +251,7 @@ def _export_part(
 
 
 def _program(
-    model: VAE, plain: VAE, part: str, input: str
+    model: LatentVariableModel, plain: LatentVariableModel, part: str, input: str
 ) -> tuple[nn.Module, torch.Tensor, list[torch.Tensor], tuple[list[str], list[str]]]:
     """The program for ``part``, check inputs for it, the model's own outputs for those, and the
     names of its inputs and outputs."""
@@ -269,11 +269,11 @@ def _program(
     return EncoderProgram(plain, input).eval(), example, reference, (["images"], ["mu", "logvar"])
 
 
-def _device(model: VAE) -> torch.device:
+def _device(model: LatentVariableModel) -> torch.device:
     return model.output_offset.device
 
 
-def _about(model: VAE, part: str, input: str) -> dict[str, str]:
+def _about(model: LatentVariableModel, part: str, input: str) -> dict[str, str]:
     """What a program is, stored in its file (ONNX metadata, torch.export's extra files)."""
     spec = model.spec
     about = {
@@ -283,6 +283,7 @@ def _about(model: VAE, part: str, input: str) -> dict[str, str]:
         "latent_dim": str(model.latent_dim),
         "likelihood": spec.likelihood if spec else "",
         "architecture": spec.architecture if spec else "",
+        "model": spec.model if spec else "",
     }
     if part == "encoder":
         about["input"] = "uint8 pixels 0-255" if input == "uint8" else "prepared images"
@@ -292,9 +293,12 @@ def _about(model: VAE, part: str, input: str) -> dict[str, str]:
     return about
 
 
-def _architecture(model: VAE) -> str:
+def _architecture(model: LatentVariableModel) -> str:
+    """The part whose layers a failed export is about: the architecture of a ``vae``, else the model."""
     if model.spec is None:
         return "the architecture"
+    if model.spec.model != "vae":
+        return registry.models.describe(model.spec.model)
     return registry.architectures.describe(model.spec.architecture)
 
 

@@ -18,7 +18,7 @@ import vaecli
 from vaecli import registry
 from vaecli.errors import UsageError, VaeError
 from vaecli.fileio import strict_json, write_bytes_atomic
-from vaecli.models import VAE, ModelSpec, build_model
+from vaecli.models import LatentVariableModel, ModelSpec, build_model
 
 FORMAT = "vaecli-model"
 # 2: architecture options are recorded with their defaults; 3: the output offset; 4: the prior
@@ -39,7 +39,7 @@ def model_path(model_or_run: str | os.PathLike[str]) -> Path:
     return path
 
 
-def save_model(path: str | os.PathLike[str], model: VAE, info: dict[str, Any]) -> None:
+def save_model(path: str | os.PathLike[str], model: LatentVariableModel, info: dict[str, Any]) -> None:
     """Write the model atomically; ``info`` adds data, training and metrics sections."""
     if model.spec is None:
         raise ValueError("only a model made by build_model() can be saved")
@@ -93,7 +93,7 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def load_model(
     model_or_run: str | os.PathLike[str], device: torch.device | str = "cpu"
-) -> tuple[VAE, dict[str, Any]]:
+) -> tuple[LatentVariableModel, dict[str, Any]]:
     """Rebuild a VAE and its header from a model file or run folder, in eval mode."""
     path = model_path(model_or_run)
     header = read_header(path)

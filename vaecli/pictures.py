@@ -21,7 +21,7 @@ from vaecli.errors import UsageError, VaeError
 from vaecli.evaluation import kl_per_dimension
 from vaecli.images import check_grid, grid_png
 from vaecli.modelfile import recorded_part
-from vaecli.models import VAE
+from vaecli.models import LatentVariableModel
 
 DEFAULT_TRAVERSE_ROWS = 10
 
@@ -65,7 +65,7 @@ def _dataset_config(header: dict[str, Any], choice: DataChoice) -> TrainConfig:
     return TrainConfig(data=name, data_dir=model_data_dir(header, choice.data_dir), data_options=options)
 
 
-def load_test_split(model: VAE, header: dict[str, Any], choice: DataChoice) -> Inputs:
+def load_test_split(model: LatentVariableModel, header: dict[str, Any], choice: DataChoice) -> Inputs:
     """The test split of the chosen dataset, prepared once with training's fixed seed (so a
     binarised test set is the very one training reported on)."""
     from vaecli.evaluation import TEST_PREPARE_SEED, prepare_fixed
@@ -101,7 +101,7 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
 
 
 def read_files(
-    model: VAE, header: dict[str, Any], paths: Sequence[str | os.PathLike[str]], seed: int
+    model: LatentVariableModel, header: dict[str, Any], paths: Sequence[str | os.PathLike[str]], seed: int
 ) -> Inputs:
     """Image files (folders searched recursively) fitted to the model's shape as its dataset was,
     then prepared as its data (e.g. binarised) with ``seed``."""
@@ -132,7 +132,7 @@ _INDEX = re.compile(r"^(?:(?P<data>.+):)?(?P<index>-?\d+)$")
 
 
 def resolve_reference(
-    text: str, model: VAE, header: dict[str, Any], choice: DataChoice, seed: int, what: str
+    text: str, model: LatentVariableModel, header: dict[str, Any], choice: DataChoice, seed: int, what: str
 ) -> tuple[Inputs, tuple[int, int]]:
     """One image named by ``text``: an image file, ``DATA:INDEX`` or ``INDEX`` (into the test
     split of --data, else of the model's own dataset). Returns it and its size as given."""
@@ -159,13 +159,13 @@ def resolve_reference(
 # --- the pictures ------------------------------------------------------------------------------
 
 
-def _device_of(model: VAE) -> torch.device:
+def _device_of(model: LatentVariableModel) -> torch.device:
     return next(model.parameters()).device
 
 
 @torch.no_grad()
 def decode_images(
-    model: VAE, z: torch.Tensor, mode: str = "mean", generator: torch.Generator | None = None
+    model: LatentVariableModel, z: torch.Tensor, mode: str = "mean", generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Images in [0, 1] (N, C, H, W) on the CPU decoded from codes ``z`` in ``mode``."""
     model.likelihood.check_mode(mode)
@@ -177,17 +177,19 @@ def decode_images(
 
 
 @torch.no_grad()
-def latent_means(model: VAE, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def latent_means(model: LatentVariableModel, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """The encoder means mu(x) (N, latent_dim) on the CPU."""
     return torch.cat([model.encode(chunk)[0] for chunk in x.split(batch_size)]).float().cpu()
 
 
-def pixel_generator(model: VAE, seed: int) -> torch.Generator:
+def pixel_generator(model: LatentVariableModel, seed: int) -> torch.Generator:
     """The generator for drawn pixels (``--mode sample``), on the model's device."""
     return torch.Generator(device=_device_of(model)).manual_seed(seed)
 
 
-def reconstructions(model: VAE, inputs: Inputs, mode: str = "mean", seed: int = 0) -> torch.Tensor:
+def reconstructions(
+    model: LatentVariableModel, inputs: Inputs, mode: str = "mean", seed: int = 0
+) -> torch.Tensor:
     """decode(mu(x)) for each input: the model's reconstruction from its most likely code."""
     was_training = model.training
     model.eval()
@@ -277,7 +279,7 @@ def parse_dims(text: str) -> list[int]:
 
 
 def top_kl_dims(
-    model: VAE, x: torch.Tensor, count: int, columns: slice | None = None
+    model: LatentVariableModel, x: torch.Tensor, count: int, columns: slice | None = None
 ) -> tuple[list[int], torch.Tensor, str]:
     """The ``count`` dimensions (of the code's ``columns``, numbered from their first) with the
     highest mean KL on ``x`` (highest first), all their KLs and "KL"; for a model without a KL per
@@ -322,7 +324,9 @@ class Picture:
     note: str
 
 
-def load(model_or_run: str | os.PathLike[str], device: str = "auto") -> tuple[VAE, dict[str, Any]]:
+def load(
+    model_or_run: str | os.PathLike[str], device: str = "auto"
+) -> tuple[LatentVariableModel, dict[str, Any]]:
     """The model (in eval mode, on the chosen device) and its header."""
     from vaecli.devices import choose_device
     from vaecli.modelfile import load_model

@@ -12,7 +12,7 @@ from vaecli import registry
 from vaecli.errors import VaeError
 
 if TYPE_CHECKING:
-    from vaecli.models import VAE, Terms
+    from vaecli.models import LatentVariableModel, Terms
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Objective:
         """The loss to minimise for each image, shape (B,), in nats; training minimises its mean."""
         raise NotImplementedError
 
-    def test_metrics(self, model: VAE, x: torch.Tensor) -> dict[str, float]:
+    def test_metrics(self, model: LatentVariableModel, x: torch.Tensor) -> dict[str, float]:
         """Numbers of this objective's own on the prepared test images ``x`` (keys without the
         ``test_`` prefix), added to each epoch's row; none by default."""
         return {}

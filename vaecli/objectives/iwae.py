@@ -13,7 +13,7 @@ from vaecli.objectives.base import Objective, Progress
 from vaecli.options import as_bool, as_int
 
 if TYPE_CHECKING:
-    from vaecli.models import VAE
+    from vaecli.models import LatentVariableModel
 
 TEST_SEED = 1234  # the test set's k-sample bound draws the same noise every epoch
 
@@ -55,7 +55,7 @@ class IwaeObjective(Objective):
             return -(bound + surrogate - surrogate.detach())
         return -(torch.logsumexp(log_weight, dim=1) - math.log(self.k))
 
-    def test_metrics(self, model: VAE, x: torch.Tensor) -> dict[str, float]:
+    def test_metrics(self, model: LatentVariableModel, x: torch.Tensor) -> dict[str, float]:
         """-log p(x) by the same k-sample bound on the test images, with fixed noise."""
         from vaecli.evaluation import evaluate
 

@@ -12,7 +12,7 @@ from vaecli.errors import VaeError
 if TYPE_CHECKING:
     from vaecli.config import TrainConfig
     from vaecli.distributed import Ranks
-    from vaecli.models import VAE
+    from vaecli.models import LatentVariableModel
     from vaecli.objectives import Objective
     from vaecli.precision import Precision
 
@@ -41,7 +41,7 @@ def epoch_batch_sizes(images: int, batch_size: int) -> list[int]:
 
 def compile_now(
     net: torch.nn.Module,
-    model: VAE,
+    model: LatentVariableModel,
     objective: Objective,
     images: torch.Tensor,
     config: TrainConfig,

@@ -39,7 +39,7 @@ from vaecli.errors import UsageError, VaeError
 from vaecli.evaluation import TEST_PREPARE_SEED, prepare_fixed
 from vaecli.fileio import strict_json, write_text_atomic
 from vaecli.modelfile import MODEL_FILE, read_header, upgrade_architecture_options
-from vaecli.models import VAE, ModelSpec, build_model
+from vaecli.models import LatentVariableModel, ModelSpec, build_model
 from vaecli.objectives import Objective, Progress, build_objective
 from vaecli.precision import Precision
 from vaecli.runs import (
@@ -68,7 +68,7 @@ class TrainingRun:
     device: torch.device
     precision: Precision
     run_dir: Path
-    model: VAE
+    model: LatentVariableModel
     net: torch.nn.Module  # the model as training calls it: wrapped by DDP and torch.compile
     objective: Objective
     optimizer: torch.optim.Optimizer
@@ -238,7 +238,7 @@ def load_split(config: TrainConfig, split: str, shape: tuple[int, ...] | None = 
     return load_dataset(config.data, split, config.data_options, config.data_dir, limit, shape)
 
 
-def build_run_model(config: TrainConfig, data: ImageData, checkpoint: Path | None) -> VAE:
+def build_run_model(config: TrainConfig, data: ImageData, checkpoint: Path | None) -> LatentVariableModel:
     """The model, seeded with ``config.seed``; a run begun by an older vaecli (``checkpoint``
     given) is rebuilt as that vaecli built it, and a new one starts from the data."""
     torch.manual_seed(config.seed)
@@ -265,7 +265,9 @@ def build_run_model(config: TrainConfig, data: ImageData, checkpoint: Path | Non
     return model
 
 
-def wrap_model(run_model: VAE, config: TrainConfig, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+def wrap_model(
+    run_model: LatentVariableModel, config: TrainConfig, ranks: Ranks, device: torch.device
+) -> torch.nn.Module:
     """The model as training calls it: in DDP for a distributed run, compiled with --compile."""
     net: torch.nn.Module = run_model
     if ranks.distributed:
@@ -278,7 +280,7 @@ def wrap_model(run_model: VAE, config: TrainConfig, ranks: Ranks, device: torch.
     return compile_model(net, device) if config.compile else net
 
 
-def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(model: LatentVariableModel, lr: float) -> torch.optim.Optimizer:
     """Adam, with fused kernels where this torch and device have them."""
     try:
         return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
@@ -373,7 +375,9 @@ def restore(run: TrainingRun) -> None:
         write_metrics(metrics_file, run.history)
 
 
-def resolved_config(config: TrainConfig, model: VAE, objective: Objective, run_dir: Path) -> dict[str, Any]:
+def resolved_config(
+    config: TrainConfig, model: LatentVariableModel, objective: Objective, run_dir: Path
+) -> dict[str, Any]:
     """config.yaml: the architecture's, the prior's and the objective's options with their
     defaults, as the model file holds them."""
     arch = dict(model.spec.architecture_options) if model.spec else dict(config.arch_options)
@@ -399,7 +403,9 @@ def plugin_part_names(config: TrainConfig) -> dict[str, str]:
     return named
 
 
-def model_info(config: TrainConfig, data: ImageData, model: VAE, resolved: dict[str, Any]) -> dict[str, Any]:
+def model_info(
+    config: TrainConfig, data: ImageData, model: LatentVariableModel, resolved: dict[str, Any]
+) -> dict[str, Any]:
     """What the model file records besides the weights (the metrics are added each epoch)."""
     parts = model_parts(config)
     return {
