@@ -34,6 +34,22 @@ def run(capsys, *argv):
     return code, out, err
 
 
+def draw_pictures(capsys, folder, run_dir: str, *extra: list[str]) -> None:
+    """vae sample, traverse, map, reconstruct and interpolate on ``run_dir`` (plus the ``extra``
+    command lines), each writing a non-empty file into ``folder``, the working directory."""
+    for argv in (
+        ["sample", run_dir, "--n", "8", "--out", "s.png"],
+        ["traverse", run_dir, "--out", "t.png", "--steps", "5"],
+        ["map", run_dir, "--out", "m.png"],
+        ["reconstruct", run_dir, "--out", "r.png"],
+        ["interpolate", run_dir, "3", "7", "--out", "i.png"],
+        *extra,
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == 0, (argv, err)
+        assert (folder / argv[argv.index("--out") + 1]).stat().st_size > 0
+
+
 def one_error_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
