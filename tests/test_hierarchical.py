@@ -170,7 +170,7 @@ def test_conv_cells_fit_grey_and_colour_images_of_any_size(shape, likelihood, si
 # --- the bound against numerical integration ------------------------------------------------
 
 
-def log_marginal_by_integration(model: HierarchicalVAE, x: torch.Tensor, grid: int = 401) -> torch.Tensor:
+def log_marginal_by_integration(model: HierarchicalVAE, x: torch.Tensor, grid: int = 301) -> torch.Tensor:
     """log p(x) = log of the double integral over z1, z2 of p(z1) p(z2|z1) p(x|z1, z2), by the
     midpoint rule: first on [-8, 8]^2, then again on the box around where the integrand is
     within e^-40 of its largest value (the posterior is far narrower than the prior)."""
@@ -460,13 +460,13 @@ def test_a_hierarchical_run_with_stabilisers_resumes_to_the_same_weights(mnist_r
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cells", ["dense", "conv"])
-def test_a_hierarchical_run_compiled_matches_eager(cells, mnist_root, tmp_path):
+def test_a_hierarchical_run_compiled_matches_eager(mnist_root, tmp_path):
+    """(Conv cells: the compiled graph then holds convolutions, upsampling and crops too.)"""
     from test_distributed import small
 
     from vaecli.train import train
 
-    options = {"model": "hierarchical", "model_options": {"cells": cells, "groups": "1,1", "width": "8"},
+    options = {"model": "hierarchical", "model_options": {"cells": "conv", "groups": "1,1", "width": "8"},
                "epochs": 1, "limit_train": 600, "latent_dim": 32, "arch_options": {}}  # fmt: skip
     eager = train(small(mnist_root, tmp_path / "eager", **options)).metrics
     compiled = train(small(mnist_root, tmp_path / "compiled", compile=True, **options)).metrics
