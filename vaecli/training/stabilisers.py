@@ -27,8 +27,10 @@ class GradientLimit:
     def apply(self) -> torch.Tensor | None:
         """Clip the gradients in place; whether the update may go ahead (a 0-d bool tensor on the
         device), or None when no skip threshold is set."""
+        if not self.active:
+            return None
         grads = [p.grad for p in self.params if p.grad is not None]
-        if not grads or not self.active:
+        if not grads:
             return None
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
         if self.clip is not None:
