@@ -39,6 +39,14 @@ def small_run(mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 @pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_root: Path) -> Path:
+    """A test's own folder as the working directory, with $VAECLI_DATA_DIR at the MNIST copy."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(DATA_DIR_ENV, str(mnist_root))
+    return tmp_path
+
+
+@pytest.fixture
 def no_network_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make MNIST downloads fail fast and the same way on every machine (a closed local port)."""
     from torchvision.datasets import MNIST

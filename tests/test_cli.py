@@ -57,13 +57,6 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch, mnist_root):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("VAECLI_DATA_DIR", str(mnist_root))
-    return tmp_path
-
-
 def test_train_then_sample_in_process(in_tmp, capsys):
     code, out, err = run(capsys, "train", *TINY, "--device", "cpu")
     assert code == 0, err

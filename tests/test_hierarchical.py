@@ -268,13 +268,10 @@ def test_a_hierarchical_run_records_its_model_and_the_kl_of_each_group(hierarchy
     assert model.kl_groups() == {"z1": 4, "z2": 4, "z3": 4}
 
 
-def test_every_command_works_with_a_hierarchical_model(
-    hierarchy_run, tmp_path, capsys, monkeypatch, mnist_root
-):
+def test_every_command_works_with_a_hierarchical_model(hierarchy_run, in_tmp, capsys):
     from PIL import Image
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("VAECLI_DATA_DIR", str(mnist_root))
+    tmp_path = in_tmp
     run_dir = str(hierarchy_run)
     code, out, err = run(capsys, "eval", run_dir, "--k", "50", "--limit", "100", "--json")
     assert code == 0, err

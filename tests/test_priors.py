@@ -257,9 +257,8 @@ def test_a_vamp_run_records_its_prior_and_trains_it(vamp_run):
     assert rows[-1]["test_kl"] > 0  # the Monte-Carlo KL of a trained model: positive on average
 
 
-def test_every_command_works_with_a_vamp_prior(vamp_run, tmp_path, capsys, monkeypatch, mnist_root):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("VAECLI_DATA_DIR", str(mnist_root))
+def test_every_command_works_with_a_vamp_prior(vamp_run, in_tmp, capsys):
+    tmp_path = in_tmp
     run_dir = str(vamp_run)
     code, out, err = run(capsys, "eval", run_dir, "--k", "50", "--limit", "100", "--json")
     assert code == 0, err
