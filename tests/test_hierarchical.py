@@ -269,7 +269,6 @@ def test_a_hierarchical_run_records_its_model_and_the_kl_of_each_group(hierarchy
 
 
 def test_every_command_works_with_a_hierarchical_model(hierarchy_run, in_tmp, capsys):
-    from PIL import Image
 
     tmp_path = in_tmp
     run_dir = str(hierarchy_run)
@@ -286,30 +285,73 @@ def test_every_command_works_with_a_hierarchical_model(hierarchy_run, in_tmp, ca
         ["traverse", run_dir, "--out", "t2.png", "--steps", "5", "--group", "z2"],
     ]
     draw_pictures(capsys, tmp_path, run_dir, *per_group)
+    encode_decode_by_group(capsys, tmp_path, run_dir)
+    code, out, err = run(capsys, "export", run_dir, "exported")
+    assert code == 0 and "matches the model" in err, err
+    assert all((tmp_path / "exported" / f"{part}.onnx").is_file() for part in ("encoder", "decoder"))
+
+
+def encode_decode_by_group(capsys, tmp_path: Path, run_dir: str) -> None:
+    """``encode --group`` of a 3-group run into ``decode``: the top group's values as ``mu``, others
+    by group in every format, each joined again by decode in the model's order."""
+    import numpy as np
+    from PIL import Image
+    from safetensors import safe_open
+
     folder = tmp_path / "images"
     folder.mkdir()
     for i in range(3):
         Image.fromarray((torch.rand(28, 28) * 255).byte().numpy()).save(folder / f"{i}.png")
-    for group, width in (("z1", 4), ("all", 12), ("z3", 4)):
+    codes = {}
+    for group in ("z1", "z2", "z3", "all"):
         code, out, err = run(capsys, "encode", run_dir, str(folder), "--group", group)
         assert code == 0, err
-        records = [json.loads(line) for line in out.splitlines()]
-        assert len(records) == 3 and all(len(r["mu"]) == width for r in records)
-        if group != "z3":  # the top group's values, or every group's: what decode takes
-            (tmp_path / f"{group}.jsonl").write_text(out)
-            code, _, err = run(
-                capsys, "decode", run_dir, str(tmp_path / f"{group}.jsonl"), "--out", f"{group}.png"
-            )
+        codes[group] = [json.loads(line) for line in out.splitlines()]
+        (tmp_path / f"{group}.jsonl").write_text(out)
+    assert list(codes["z1"][0]) == ["path", "mu", "logvar"] and len(codes["z1"][0]["mu"]) == 4
+    assert list(codes["z3"][0]) == ["path", "mu_z3", "logvar_z3"]
+    names = ["path", *(f"{c}_z{g}" for c in ("mu", "logvar") for g in (1, 2, 3))]
+    assert list(codes["all"][0]) == names
+    for i, record in enumerate(codes["all"]):  # each group's numbers are what --group gives for it
+        assert record["mu_z1"] == codes["z1"][i]["mu"] and record["logvar_z3"] == codes["z3"][i]["logvar_z3"]
+        assert record["mu_z2"] == codes["z2"][i]["mu_z2"]
+    grids = {}
+    for format in ("jsonl", "csv", "npy", "safetensors"):
+        target = str(tmp_path / f"all.{format}")
+        if format != "jsonl":
+            code, _, err = run(capsys, "encode", run_dir, str(folder), "--group", "all", "--out", target)
             assert code == 0, err
-    code, out, err = run(capsys, "encode", run_dir, str(folder), "--group", "all", "--out", "c.safetensors")
+        code, _, err = run(capsys, "decode", run_dir, target, "--grid", f"{format}.png")
+        assert code == 0, err
+        grids[format] = np.asarray(Image.open(tmp_path / f"{format}.png"))
+    assert all(np.array_equal(grids["jsonl"], grid) for grid in grids.values())
+    assert (tmp_path / "all.csv").read_text().splitlines()[0].startswith("path,mu_z1_0,mu_z1_1,")
+    assert np.load(tmp_path / "all.npy").dtype.names == tuple(names[1:])
+    with safe_open(str(tmp_path / "all.safetensors"), "np") as f:
+        assert f.metadata()["groups"] == "z1:4,z2:4,z3:4" and f.metadata()["group"] == "all"
+        assert sorted(f.keys()) == sorted(names[1:]) and f.get_tensor("mu_z2").shape == (3, 4)
+        written = np.array([r["mu_z2"] for r in codes["all"]], dtype=np.float32)  # 9 digits: exact
+        assert np.array_equal(f.get_tensor("mu_z2"), written)
+    code, _, err = run(capsys, "decode", run_dir, str(tmp_path / "z1.jsonl"), "--grid", "z1.png")
     assert code == 0, err
-    from safetensors import safe_open
+    code, _, err = run(capsys, "decode", run_dir, str(tmp_path / "z3.jsonl"), "--grid", "z3.png")
+    assert code == 1 and "the codes hold z3 of this model's groups (z1, z2, z3)" in one_error_line(err)
+    assert not (tmp_path / "z3.png").exists()
 
-    with safe_open(str(tmp_path / "c.safetensors"), "np") as f:
-        assert f.metadata()["groups"] == "z1:4,z2:4,z3:4" and f.get_tensor("mu").shape == (3, 12)
-    code, out, err = run(capsys, "export", run_dir, "exported")
-    assert code == 0 and "matches the model" in err, err
-    assert all((tmp_path / "exported" / f"{part}.onnx").is_file() for part in ("encoder", "decoder"))
+
+def test_codes_by_group_must_be_the_top_groups_and_one_form_or_the_other():
+    from vaecli.codefiles import join_groups
+    from vaecli.errors import VaeError
+
+    groups = ("z1", "z2", "z3")
+    assert join_groups(["path", "mu_z2", "mu_z1", "z_score"], groups, "f") == {"mu": ("mu_z1", "mu_z2")}
+    assert join_groups(["mu", "logvar"], groups, "f") == {"mu": ("mu",), "logvar": ("logvar",)}
+    with pytest.raises(VaeError, match="hold z1, z3 of this model's groups"):
+        join_groups(["mu_z1", "mu_z3"], groups, "f")
+    with pytest.raises(VaeError, match="'mu' is there both whole and by group"):
+        join_groups(["mu", "mu_z1"], groups, "f")
+    with pytest.raises(VaeError, match="do not all hold the same groups"):
+        join_groups(["mu_z1", "mu_z2", "logvar_z1"], groups, "f")
 
 
 def test_the_model_file_holds_the_moving_average_and_the_checkpoint_both(hierarchy_run):

@@ -815,13 +815,11 @@ def encode(
     found = expand_paths(given, sys.stdin.buffer, null, on_empty_folder=empty)
     batches = encode_files(encoder, found, batch_size, workers, sample="z" in chosen_fields, seed=seed)
     failed = 0
-    groups = encoder.model.kl_groups()
-    metadata = {"model": str(Path(model).resolve()), "group": encoder.group,
-                "groups": ",".join(f"{name}:{size}" for name, size in groups.items())}  # fmt: skip
+    written_fields, widths = encoder.output_fields(chosen_fields)
     with (
         ProgressCounter("encoding") as progress,
         open_writer(
-            chosen_format, output, chosen_fields, encoder.latent_dim, sys.stdout.buffer, metadata
+            chosen_format, output, written_fields, widths, sys.stdout.buffer, encoder.metadata(model)
         ) as out,
     ):
         for batch in batches:
@@ -893,7 +891,8 @@ def decode(
     vae_model, _ = load_model(model, target)
     from vaecli.images import check_grid
 
-    records = read_codes(codes, format, batch_size, vae_model.code_widths(), sys.stdin.buffer)
+    groups = tuple(vae_model.kl_groups())
+    records = read_codes(codes, format, batch_size, vae_model.code_widths(), sys.stdin.buffer, groups)
     folder = ImageFolderWriter(out) if out is not None else None
     pictures, failed, gridded = [], 0, 0
     with ProgressCounter("decoding") as progress:

@@ -7,6 +7,10 @@ Formats (``FORMATS``):
 - ``npy``: one structured array with a field per code (``np.load(f)["mu"]`` is (N, d) float32).
 - ``safetensors``: one float32 tensor (N, d) per code.
 
+A hierarchy's codes of more than its top group (``vae encode --group all``, or one lower group)
+are written per group: ``mu_z1``, ``mu_z2``, ... (csv columns ``mu_z1_0``, ...), so a file says
+which numbers belong to which group; readers join them again in the model's group order.
+
 The two binary formats keep the paths, in order, in a sidecar ``FILE.paths.jsonl`` (one JSON
 string per line). Numbers are float32 written with 9 significant digits, which read back to
 the same float32. Writers stream (rows are written as batches arrive; nothing grows with the
@@ -23,7 +27,7 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -80,6 +84,65 @@ def parse_fields(text: str) -> tuple[str, ...]:
     return names
 
 
+Widths = int | Mapping[str, int]  #: the numbers of every code field, or of each
+
+
+def group_fields(
+    fields: tuple[str, ...], groups: Mapping[str, int]
+) -> tuple[tuple[str, ...], dict[str, int]]:
+    """The fields written for codes by group (``groups``: name -> size, in the model's order):
+    ``mu`` becomes ``mu_z1``, ``mu_z2``, ...; and the width of each."""
+    named: list[str] = []
+    widths: dict[str, int] = {}
+    for name in fields:
+        if name not in CODE_FIELDS:
+            named.append(name)
+            continue
+        for group, size in groups.items():
+            named.append(f"{name}_{group}")
+            widths[named[-1]] = size
+    return tuple(named), widths
+
+
+def split_field(name: str, groups: Iterable[str] | None = None) -> tuple[str, str | None] | None:
+    """``"mu"`` -> ("mu", None), ``"mu_z2"`` -> ("mu", "z2") (when ``groups``, the model's, has
+    z2; any group when None); None for a name that is no code."""
+    if name in CODE_FIELDS:
+        return name, None
+    base, _, group = name.partition("_")
+    known = group != "" if groups is None else group in groups
+    return (base, group) if base in CODE_FIELDS and known else None
+
+
+def join_groups(names: Iterable[str], groups: tuple[str, ...], where: str) -> dict[str, tuple[str, ...]]:
+    """Each code (mu, logvar, z) of a file and the file's fields that make it up, in the model's
+    group order: ``{"mu": ("mu",)}``, or ``{"mu": ("mu_z1", "mu_z2")}`` for codes written by group.
+    Grouped codes must be the model's top groups (z1, z1 and z2, ...: what decode takes)."""
+    parts: dict[str, dict[str | None, str]] = {}
+    for name in names:
+        split = split_field(name, groups)
+        if split is not None:
+            parts.setdefault(split[0], {})[split[1]] = name
+    joined: dict[str, tuple[str, ...]] = {}
+    for base in sorted(parts, key=CODE_FIELDS.index):
+        found = parts[base]
+        if None in found:
+            if len(found) > 1:
+                raise VaeError(f"{where}: '{base}' is there both whole and by group; give one or the other")
+            joined[base] = (found[None],)
+            continue
+        if sorted(found, key=groups.index) != list(groups[: len(found)]):
+            held = ", ".join(sorted(found, key=groups.index))
+            raise VaeError(
+                f"{where}: the codes hold {held} of this model's groups ({', '.join(groups)}); decode "
+                "takes the top groups' values (encode --group all, or the default)"
+            )
+        joined[base] = tuple(found[group] for group in groups[: len(found)])
+    if len({len(v) for v in joined.values()}) > 1:
+        raise VaeError(f"{where}: the codes do not all hold the same groups ({', '.join(parts)})")
+    return joined
+
+
 def sidecar_path(output: str | os.PathLike[str]) -> Path:
     """Where the paths of a binary codes file are kept."""
     return Path(f"{os.fspath(output)}.paths.jsonl")
@@ -109,13 +172,14 @@ def output_files(format: str, output: str, fields: tuple[str, ...]) -> list[Path
 
 
 class CodeWriter:
-    """Writes batches of records; ``finish`` completes the file."""
+    """Writes batches of records; ``finish`` completes the file. ``widths``: the numbers in each
+    code field (one size for all of them, or one per field for codes written by group)."""
 
-    def __init__(self, stream: BinaryIO, fields: tuple[str, ...], latent_dim: int) -> None:
+    def __init__(self, stream: BinaryIO, fields: tuple[str, ...], widths: Widths) -> None:
         self.stream = stream
         self.fields = fields
-        self.codes = tuple(name for name in fields if name in CODE_FIELDS)
-        self.latent_dim = latent_dim
+        self.codes = tuple(name for name in fields if split_field(name) is not None)
+        self.widths = {name: widths if isinstance(widths, int) else widths[name] for name in self.codes}
         self.count = 0
 
     def write(self, batch: CodeBatch) -> None:
@@ -128,13 +192,10 @@ class CodeWriter:
 class _TextWriter(CodeWriter):
     """Rows of text made from one %-template per row (fast: one formatting call per record)."""
 
-    def __init__(self, stream: BinaryIO, fields: tuple[str, ...], latent_dim: int) -> None:
-        super().__init__(stream, fields, latent_dim)
-        self.numbers_before_path = (
-            latent_dim * sum(1 for name in fields[: fields.index("path")] if name in CODE_FIELDS)
-            if "path" in fields
-            else 0
-        )
+    def __init__(self, stream: BinaryIO, fields: tuple[str, ...], widths: Widths) -> None:
+        super().__init__(stream, fields, widths)
+        before = fields[: fields.index("path")] if "path" in fields else ()
+        self.numbers_before_path = sum(self.widths.get(name, 0) for name in before)
         self.template = self.row_template(NUMBER)
         self.safe_template = self.row_template("%s")
 
@@ -170,8 +231,10 @@ class JsonlWriter(_TextWriter):
     """One JSON object per line, keys in the order of ``fields``."""
 
     def row_template(self, number: str) -> str:
-        numbers = ", ".join([number] * self.latent_dim)
-        parts = [f'"{name}": %s' if name == "path" else f'"{name}": [{numbers}]' for name in self.fields]
+        parts = [
+            f'"{name}": %s' if name == "path" else f'"{name}": [{", ".join([number] * self.widths[name])}]'
+            for name in self.fields
+        ]
         return "{" + ", ".join(parts) + "}\n"
 
     def format_path(self, path: str | None) -> str:
@@ -184,17 +247,17 @@ class JsonlWriter(_TextWriter):
 class CsvWriter(_TextWriter):
     """A header row, then one row per record (RFC 4180 quoting of paths)."""
 
-    def __init__(self, stream: BinaryIO, fields: tuple[str, ...], latent_dim: int) -> None:
-        super().__init__(stream, fields, latent_dim)
+    def __init__(self, stream: BinaryIO, fields: tuple[str, ...], widths: Widths) -> None:
+        super().__init__(stream, fields, widths)
         header = [
             name if name == "path" else f"{name}_{i}"
             for name in fields
-            for i in (range(1) if name == "path" else range(latent_dim))
+            for i in (range(1) if name == "path" else range(self.widths[name]))
         ]
         self.stream.write((",".join(header) + "\n").encode("utf-8"))
 
     def row_template(self, number: str) -> str:
-        cells = ["%s" if name == "path" else ",".join([number] * self.latent_dim) for name in self.fields]
+        cells = ["%s" if name == "path" else ",".join([number] * self.widths[name]) for name in self.fields]
         return ",".join(cells) + "\n"
 
     def format_path(self, path: str | None) -> str:
@@ -211,9 +274,9 @@ class _BinaryWriter(CodeWriter):
     """Codes in a binary file, paths in the sidecar stream (when ``path`` is a field)."""
 
     def __init__(
-        self, stream: BinaryIO, fields: tuple[str, ...], latent_dim: int, paths: BinaryIO | None
+        self, stream: BinaryIO, fields: tuple[str, ...], widths: Widths, paths: BinaryIO | None
     ) -> None:
-        super().__init__(stream, fields, latent_dim)
+        super().__init__(stream, fields, widths)
         self.paths = paths
 
     def write_paths(self, batch: CodeBatch) -> None:
@@ -229,10 +292,10 @@ class NpyWriter(_BinaryWriter):
     MAGIC = b"\x93NUMPY\x01\x00"
 
     def __init__(
-        self, stream: BinaryIO, fields: tuple[str, ...], latent_dim: int, paths: BinaryIO | None
+        self, stream: BinaryIO, fields: tuple[str, ...], widths: Widths, paths: BinaryIO | None
     ) -> None:
-        super().__init__(stream, fields, latent_dim, paths)
-        self.dtype = np.dtype([(name, "<f4", (latent_dim,)) for name in self.codes])
+        super().__init__(stream, fields, widths, paths)
+        self.dtype = np.dtype([(name, "<f4", (self.widths[name],)) for name in self.codes])
         self.header_size = len(self._header(10**19, None))
         self.stream.write(self._header(0, self.header_size))
 
@@ -267,12 +330,12 @@ class SafetensorsWriter(_BinaryWriter):
         self,
         stream: BinaryIO,
         fields: tuple[str, ...],
-        latent_dim: int,
+        widths: Widths,
         paths: BinaryIO | None,
         metadata: dict[str, str] | None = None,
         spool_dir: str | None = None,
     ) -> None:
-        super().__init__(stream, fields, latent_dim, paths)
+        super().__init__(stream, fields, widths, paths)
         self.metadata = {"format": CODES_FORMAT, "fields": ",".join(fields), **(metadata or {})}
         self.spools = {name: tempfile.TemporaryFile(dir=spool_dir) for name in self.codes}
 
@@ -284,9 +347,9 @@ class SafetensorsWriter(_BinaryWriter):
 
     def finish(self) -> None:
         header: dict[str, object] = {"__metadata__": {**self.metadata, "count": str(self.count)}}
-        offset, size = 0, self.count * self.latent_dim * 4
+        offset = 0
         for name in self.codes:
-            shape = [self.count, self.latent_dim]
+            shape, size = [self.count, self.widths[name]], self.count * self.widths[name] * 4
             header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
             offset += size
         text = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -316,30 +379,31 @@ def open_writer(
     format: str,
     output: str | None,
     fields: tuple[str, ...],
-    latent_dim: int,
+    widths: Widths,
     stdout: BinaryIO,
     metadata: dict[str, str] | None = None,
 ) -> Iterator[CodeWriter]:
-    """A writer of ``format`` to ``output`` (None or ``-``: ``stdout``, text formats only).
+    """A writer of ``format`` to ``output`` (None or ``-``: ``stdout``, text formats only);
+    ``widths`` as for :class:`CodeWriter`.
     Files appear under their names only when the block ends without an error; the paths
     sidecar of a binary format is renamed first, so a codes file always has its paths."""
     with contextlib.ExitStack() as stack:
         if output is None or output == "-":
-            writer = FORMATS[format](stdout, fields, latent_dim)
+            writer = FORMATS[format](stdout, fields, widths)
         else:
             stream = stack.enter_context(open(stack.enter_context(atomic_path(output)), "wb"))
             if format not in BINARY:
-                writer = FORMATS[format](stream, fields, latent_dim)
+                writer = FORMATS[format](stream, fields, widths)
             else:
                 paths = None
                 if "path" in fields:
                     sidecar = stack.enter_context(atomic_path(sidecar_path(output)))
                     paths = stack.enter_context(open(sidecar, "wb"))
                 if format == "npy":
-                    writer = NpyWriter(stream, fields, latent_dim, paths)
+                    writer = NpyWriter(stream, fields, widths, paths)
                 else:
                     spool_dir = str(Path(output).resolve().parent)
-                    writer = SafetensorsWriter(stream, fields, latent_dim, paths, metadata, spool_dir)
+                    writer = SafetensorsWriter(stream, fields, widths, paths, metadata, spool_dir)
         yield writer
         writer.finish()
 
@@ -348,9 +412,15 @@ def open_writer(
 
 
 def read_codes(
-    source: str, format: str | None, batch_size: int, latent_dim: int | tuple[int, ...], stdin: BinaryIO
+    source: str,
+    format: str | None,
+    batch_size: int,
+    latent_dim: int | tuple[int, ...],
+    stdin: BinaryIO,
+    groups: tuple[str, ...] = (),
 ) -> Iterator[CodeBatch]:
-    """Batches of records from a codes file (``-``: ``stdin``, jsonl or csv), streaming.
+    """Batches of records from a codes file (``-``: ``stdin``, jsonl or csv), streaming; codes
+    written by group (``mu_z1``, ... of the model's ``groups``) are joined into one ``mu``.
 
     A record that cannot be read (bad JSON, a missing code, a non-number) becomes a
     :class:`Failure`; codes of another length than ``latent_dim`` (or than one of the lengths it
@@ -369,12 +439,12 @@ def read_codes(
     if chosen not in READERS:
         raise UsageError(f"unknown --format '{chosen}' (use {', '.join(FORMATS)})")
     if chosen in BINARY:
-        yield from READERS[chosen](Path(source), batch_size, latent_dim)
+        yield from READERS[chosen](Path(source), _Batcher(batch_size, latent_dim, groups))
         return
     with contextlib.ExitStack() as stack:
         if source != "-":
             stream = stack.enter_context(open(source, "rb"))
-        yield from READERS[chosen](stream, batch_size, latent_dim)
+        yield from READERS[chosen](stream, _Batcher(batch_size, latent_dim, groups))
 
 
 def _sniff_text(stream: BinaryIO) -> str:
@@ -393,13 +463,29 @@ def _sniff_file(path: Path) -> str:
 
 
 class _Batcher:
-    """Collects records into :class:`CodeBatch` objects of ``size``."""
+    """Collects records into :class:`CodeBatch` objects of ``size``; knows the model's code sizes
+    and latent groups."""
 
-    def __init__(self, size: int, latent_dim: int | tuple[int, ...]) -> None:
-        self.size, self.accepted = size, _widths(latent_dim)
+    def __init__(self, size: int, latent_dim: int | tuple[int, ...], groups: tuple[str, ...] = ()) -> None:
+        self.size, self.accepted, self.groups = size, _widths(latent_dim), groups
         self.latent_dim = self.accepted[0] if len(self.accepted) == 1 else None  # else: the first record's
         self.fields: tuple[str, ...] | None = None
+        self.layout: dict[str, tuple[str, ...]] | None = None  # each code's fields in a record
         self._reset()
+
+    def join(self, record: dict[str, list[float]], where: str) -> dict[str, list[float]]:
+        """A record's codes, those written by group joined (the layout is the first record's);
+        a part missing is a ValueError."""
+        layout = self.layout if self.layout is not None else join_groups(record, self.groups, where)
+        self.layout = layout or None  # a record without codes fixes nothing
+        codes = {}
+        for base, parts in layout.items():
+            missing = [part for part in parts if part not in record]
+            if missing and len(parts) > 1:
+                raise ValueError(f"no '{missing[0]}' (earlier records have it)")
+            if not missing:
+                codes[base] = [v for part in parts for v in record[part]]
+        return codes
 
     def _reset(self) -> None:
         self.paths: list[str | None] = []
@@ -454,8 +540,7 @@ def _numbers(value: object, name: str) -> list[float]:
     return [float("nan") if v is None else float(v) for v in value]
 
 
-def _read_jsonl(stream: BinaryIO, batch_size: int, latent_dim: int) -> Iterator[CodeBatch]:
-    batcher = _Batcher(batch_size, latent_dim)
+def _read_jsonl(stream: BinaryIO, batcher: _Batcher) -> Iterator[CodeBatch]:
     for number, raw in enumerate(stream, 1):
         if not raw.strip():
             continue
@@ -467,7 +552,8 @@ def _read_jsonl(stream: BinaryIO, batch_size: int, latent_dim: int) -> Iterator[
             path = record.get("path")
             if path is not None and not isinstance(path, str):
                 raise ValueError("'path' is not a string")
-            codes = {name: _numbers(record[name], name) for name in CODE_FIELDS if name in record}
+            named = {k: _numbers(v, k) for k, v in record.items() if split_field(k, batcher.groups)}
+            codes = batcher.join(named, where)
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             batcher.fail(where, str(exc).splitlines()[0] if str(exc) else "not JSON")
             continue
@@ -486,28 +572,35 @@ def _read_jsonl(stream: BinaryIO, batch_size: int, latent_dim: int) -> Iterator[
         yield last
 
 
-def _read_csv(stream: BinaryIO, batch_size: int, latent_dim: int) -> Iterator[CodeBatch]:
+def _read_csv(stream: BinaryIO, batcher: _Batcher) -> Iterator[CodeBatch]:
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
     try:
-        yield from _csv_batches(csv.reader(text), batch_size, latent_dim)
+        yield from _csv_batches(csv.reader(text), batcher)
     finally:
         text.detach()  # the caller owns (and closes) the stream
 
 
-def _csv_batches(reader: Any, batch_size: int, latent_dim: int) -> Iterator[CodeBatch]:
+def _csv_columns(header: list[str], groups: tuple[str, ...]) -> dict[str, list[int]]:
+    """The header's columns of ``path`` and of each code (those written by group joined)."""
+    named: dict[str, list[int]] = {}
+    for i, name in enumerate(header):
+        field, _, index = name.rpartition("_")
+        if name == "path":
+            named["path"] = [i]
+        elif index.isdigit() and split_field(field, groups) is not None:
+            named.setdefault(field, []).append(i)
+    layout = join_groups(named, groups, "the CSV header")
+    if not layout:
+        raise VaeError(f"the CSV header names no codes ({', '.join(f'{n}_0' for n in CODE_FIELDS)}, ...)")
+    columns = {base: [i for part in parts for i in named[part]] for base, parts in layout.items()}
+    return {**columns, **({"path": named["path"]} if "path" in named else {})}
+
+
+def _csv_batches(reader: Any, batcher: _Batcher) -> Iterator[CodeBatch]:
     header = next(reader, None)
     if header is None:
         return
-    columns: dict[str, list[int]] = {}
-    for i, name in enumerate(header):
-        base, _, index = name.rpartition("_")
-        if name == "path":
-            columns["path"] = [i]
-        elif base in CODE_FIELDS and index.isdigit():
-            columns.setdefault(base, []).append(i)
-    if not any(name in columns for name in CODE_FIELDS):
-        raise VaeError(f"the CSV header names no codes ({', '.join(f'{n}_0' for n in CODE_FIELDS)}, ...)")
-    batcher = _Batcher(batch_size, latent_dim)
+    columns = _csv_columns(header, batcher.groups)
     for row in reader:
         where = f"line {reader.line_num}"
         if not row:
@@ -548,13 +641,34 @@ def _sidecar_paths(path: Path) -> Iterator[str | None]:
 
 
 def _binary_batches(
-    path: Path, count: int, get: Callable[[str, int, int], np.ndarray], names: list[str], batch_size: int
-) -> Iterator[CodeBatch]:
+    path: Path, count: int, get: Callable[[str, int, int], np.ndarray], layout: dict[str, tuple[str, ...]],
+    batch_size: int,
+) -> Iterator[CodeBatch]:  # fmt: skip
     paths = _sidecar_paths(path)
     for start in range(0, count, batch_size):
         stop = min(count, start + batch_size)
-        codes = {n: torch.from_numpy(np.array(get(n, start, stop), dtype=np.float32)) for n in names}
+        codes = {
+            base: torch.from_numpy(np.concatenate([get(n, start, stop) for n in parts], 1).astype(np.float32))
+            for base, parts in layout.items()
+        }
         yield CodeBatch([next(paths) for _ in range(start, stop)], codes)
+
+
+def _joined_shapes(
+    path: Path, layout: dict[str, tuple[str, ...]], shape: Callable[[str], tuple[int, ...]]
+) -> list[tuple[int, ...]]:
+    """The shape of each code, its parts (written by group) side by side."""
+    shapes = []
+    for parts in layout.values():
+        each = {part: tuple(shape(part)) for part in parts}
+        if len(parts) == 1:
+            shapes.append(each[parts[0]])
+            continue
+        for part, size in each.items():
+            if len(size) != 2 or size[0] != each[parts[0]][0]:
+                raise VaeError(f"{path}: '{part}' has shape {size}, expected ({each[parts[0]][0]}, n)")
+        shapes.append((each[parts[0]][0], sum(size[1] for size in each.values())))
+    return shapes
 
 
 def _widths(latent_dim: int | tuple[int, ...]) -> tuple[int, ...]:
@@ -585,28 +699,30 @@ def _check_binary(path: Path, names: list[str], shapes: list[tuple[int, ...]],
             )
 
 
-def _read_npy(path: Path, batch_size: int, latent_dim: int) -> Iterator[CodeBatch]:
+def _read_npy(path: Path, batcher: _Batcher) -> Iterator[CodeBatch]:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise VaeError(f"{path} is not a readable .npy file ({exc})") from exc
-    names = [n for n in (array.dtype.names or ()) if n in CODE_FIELDS]
     if array.ndim != 1:
         raise VaeError(f"{path} is not a codes array (expected fields {', '.join(CODE_FIELDS)})")
-    _check_binary(path, names, [(len(array), *array.dtype[n].shape) for n in names], latent_dim)
-    yield from _binary_batches(path, len(array), lambda n, a, b: array[n][a:b], names, batch_size)
+    layout = join_groups(array.dtype.names or (), batcher.groups, str(path))
+    shapes = _joined_shapes(path, layout, lambda n: (len(array), *array.dtype[n].shape))
+    _check_binary(path, list(layout), shapes, batcher.accepted)
+    yield from _binary_batches(path, len(array), lambda n, a, b: array[n][a:b], layout, batcher.size)
 
 
-def _read_safetensors(path: Path, batch_size: int, latent_dim: int) -> Iterator[CodeBatch]:
+def _read_safetensors(path: Path, batcher: _Batcher) -> Iterator[CodeBatch]:
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="np") as f:
-            names = [n for n in CODE_FIELDS if n in f.keys()]
-            slices = {n: f.get_slice(n) for n in names}
-            shapes = [tuple(slices[n].get_shape()) for n in names]
-            _check_binary(path, names, shapes, latent_dim)
-            yield from _binary_batches(path, shapes[0][0], lambda n, a, b: slices[n][a:b], names, batch_size)
+            layout = join_groups(f.keys(), batcher.groups, str(path))
+            slices = {n: f.get_slice(n) for parts in layout.values() for n in parts}
+            shapes = _joined_shapes(path, layout, lambda n: tuple(slices[n].get_shape()))
+            _check_binary(path, list(layout), shapes, batcher.accepted)
+            get = lambda n, a, b: slices[n][a:b]  # noqa: E731
+            yield from _binary_batches(path, shapes[0][0], get, layout, batcher.size)
     except (SafetensorError, OSError) as exc:
         raise VaeError(f"{path} is not a readable safetensors file ({exc})") from exc
 

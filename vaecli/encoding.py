@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vaecli.codefiles import CodeBatch, Failure
+from vaecli.codefiles import CodeBatch, Failure, Widths, group_fields
 from vaecli.devices import choose_device
 from vaecli.errors import UsageError
 from vaecli.imagefiles import FITS, UnreadableImage, find_images, read_image
@@ -79,6 +79,37 @@ class ImageEncoder:
     def latent_dim(self) -> int:
         """The size of the codes written: the chosen group's (or the whole code's)."""
         return self.columns.stop - self.columns.start
+
+    @property
+    def groups_written(self) -> dict[str, int] | None:
+        """The latent groups the codes are written by (``mu_z1``, ``mu_z2``, ...), or None: one block
+        named ``mu`` (a hierarchy's top group, what decode takes alone, or a one-group model's code)."""
+        groups = self.model.kl_groups()
+        if len(groups) == 1 or self.group == next(iter(groups)):
+            return None
+        return dict(groups) if self.group == ALL_GROUPS else {self.group: groups[self.group]}
+
+    def output_fields(self, fields: tuple[str, ...]) -> tuple[tuple[str, ...], Widths]:
+        """The fields a codes file of ``fields`` (path, mu, logvar, z) has, and their widths."""
+        written = self.groups_written
+        return (fields, self.latent_dim) if written is None else group_fields(fields, written)
+
+    def metadata(self, model_path: str | os.PathLike[str]) -> dict[str, str]:
+        """What a safetensors codes file records of where its codes came from."""
+        groups = ",".join(f"{name}:{size}" for name, size in self.model.kl_groups().items())
+        return {"model": os.path.realpath(model_path), "group": self.group, "groups": groups}
+
+    def by_group(self, codes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``codes`` (each (n, latent_dim)) under the names :meth:`output_fields` gives."""
+        written = self.groups_written
+        if written is None:
+            return codes
+        named = {}
+        for name, values in codes.items():
+            start = 0
+            for group, size in written.items():
+                named[f"{name}_{group}"], start = values[:, start : start + size], start + size
+        return named
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,7 +312,7 @@ def encode_files(
             codes = {"mu": mu, "logvar": logvar}
             if sample:
                 codes["z"] = VAE.reparameterise(mu, logvar, generator)
-            yield CodeBatch(list(good), codes, list(failures))
+            yield CodeBatch(list(good), encoder.by_group(codes), list(failures))
     finally:
         torch.set_num_threads(threads)
 
