@@ -187,6 +187,13 @@ def train(
             help="Average the weights with this decay (e.g. 0.999) for eval, samples and the model file."
         ),
     ] = TrainConfig.ema,
+    stream: Annotated[
+        str,
+        typer.Option(
+            help="Keep the training images on the host and feed batches in a background pipeline: "
+            "auto (when they do not fit the device's memory), on or off."
+        ),
+    ] = TrainConfig.stream,
     callback: Annotated[
         list[str] | None, typer.Option(help="Run a registered callback NAME during training (repeatable).")
     ] = None,
@@ -224,7 +231,7 @@ PLAIN_FLAGS = ("data", "data_dir", "likelihood", "arch", "latent_dim", "prior", 
                "batch_size",
                "lr", "lr_schedule", "seed", "device", "out", "force", "limit_train", "limit_test",
                "checkpoint_every", "on_nan", "precision", "compile", "grad_clip", "grad_skip",
-               "ema")  # fmt: skip
+               "ema", "stream")  # fmt: skip
 
 
 def _train_flags(given: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from vaecli.errors import UsageError
 LR_SCHEDULES = ("cosine", "constant")
 ON_NAN = ("stop", "skip")
 PRECISIONS = ("auto", "32", "bf16", "16-mixed")  # see vaecli.precision
+STREAMS = ("auto", "on", "off")  # see vaecli.training.feeding
 FOLDER_PREFIX = "folder:"
 MAX_SIZE = 1 << 20  # no latent size (or image side) of a real model is larger
 MAX_BATCH = 1 << 24
@@ -75,6 +76,9 @@ class TrainConfig:
     grad_clip: float | None = None
     grad_skip: float | None = None
     ema: float = 0.0
+    #: Whether the training images stay on the host and reach the step in a background pipeline
+    #: (vaecli.training.feeding): auto (when they do not fit the device), on, off.
+    stream: str = "auto"
     #: Callbacks by registered name (``--callback NAME``, ``--log tensorboard``), with their options.
     callbacks: dict[str, Any] = field(default_factory=dict)
 
@@ -108,14 +112,10 @@ class TrainConfig:
                 raise UsageError(f"{name(key)} must be a positive number, got {value}")
         if not 0.0 <= self.ema < 1.0:
             raise UsageError(f"{name('ema')} must be from 0 (off) to below 1, e.g. 0.999; got {self.ema}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise UsageError(
-                f"{name('lr_schedule')}: unknown '{self.lr_schedule}' (use {', '.join(LR_SCHEDULES)})"
-            )
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"{name('precision')}: unknown '{self.precision}' (use {', '.join(PRECISIONS)})")
-        if self.on_nan not in ON_NAN:
-            raise UsageError(f"{name('on_nan')}: unknown '{self.on_nan}' (use {', '.join(ON_NAN)})")
+        choices = {"lr_schedule": LR_SCHEDULES, "precision": PRECISIONS, "on_nan": ON_NAN, "stream": STREAMS}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise UsageError(f"{name(key)}: unknown '{getattr(self, key)}' (use {', '.join(allowed)})")
         for kind, part in (
             ("dataset", self.data),
             *((("likelihood", self.likelihood),) if self.likelihood != AUTO else ()),

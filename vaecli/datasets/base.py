@@ -43,6 +43,9 @@ class ImageData:
     #: How the images were made, when that is part of how models on them compare (binarized-mnist's
     #: fixed binarisation); the model file records it.
     protocol: str | None = None
+    #: Where the images lie in a file when they are a read-only mapping of it (the dataset cache):
+    #: the file and the byte offset of the first image, so a streamed run reads it in blocks.
+    mapped: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, torch.Tensor) or self.images.dim() != 4:
@@ -62,6 +65,15 @@ class ImageData:
             raise VaeError(
                 f"dataset '{self.name}' gave {len(self.labels)} labels for {len(self.images)} images"
             )
+
+    def rows(self, part: slice) -> ImageData:
+        """The images (and labels) of ``part``, a slice with step 1, the mapping kept."""
+        start, _, step = part.indices(len(self))
+        if step != 1:
+            raise ValueError("rows() takes a slice with step 1")
+        labels = None if self.labels is None else self.labels[part]
+        mapped = self.mapped and (self.mapped[0], self.mapped[1] + start * self.images[0].numel())
+        return ImageData(self.images[part], labels, self.name, self.protocol, mapped)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -149,10 +161,7 @@ def load_dataset(
         data = _validation_split(name, split, given, root, held_out)
     else:
         data = _load_split(name, split, given, root)
-    if limit is not None:
-        labels = None if data.labels is None else data.labels[:limit]
-        data = ImageData(data.images[:limit], labels, data.name, data.protocol)
-    return data
+    return data if limit is None else data.rows(slice(None, limit))
 
 
 def _load_split(name: str, split: str, options: dict[str, Any], root: Path) -> ImageData:
@@ -195,9 +204,7 @@ def _validation_split(name: str, split: str, options: dict[str, Any], root: Path
     train = _load_split(name, "train", options, root)
     if count >= len(train):
         raise UsageError(f"--data-opt val={count}: dataset '{name}' has only {len(train)} training images")
-    part = slice(len(train) - count, None) if split == "val" else slice(None, len(train) - count)
-    labels = None if train.labels is None else train.labels[part]
-    return ImageData(train.images[part], labels, train.name, train.protocol)
+    return train.rows(slice(len(train) - count, None) if split == "val" else slice(None, len(train) - count))
 
 
 def check_shape(name: str, options: dict[str, object], shape: tuple[int, ...]) -> None:

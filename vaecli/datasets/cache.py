@@ -88,7 +88,8 @@ def read_cache(path: Path, name: str) -> ImageData | None:
         tensors = {
             key: _mapped(path, 8 + length, header[key], size) for key in ("images", "labels") if key in header
         }
-        return ImageData(tensors["images"], tensors.get("labels"), name, meta.get("protocol") or None)
+        where = (os.fspath(path), 8 + length + int(header["images"]["data_offsets"][0]))
+        return ImageData(tensors["images"], tensors.get("labels"), name, meta.get("protocol") or None, where)
     except (KeyError, TypeError, ValueError, VaeError) as exc:
         warnings.warn(f"ignoring the dataset cache {path} ({exc}): decoding the files again", stacklevel=2)
         return None

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from vaecli.models import LatentVariableModel
     from vaecli.objectives import Objective
     from vaecli.precision import Precision
+    from vaecli.training.feeding import DeviceFeed, StreamedFeed
 
 
 def compile_mode(device: torch.device) -> str | None:
@@ -43,7 +44,7 @@ def compile_now(
     net: torch.nn.Module,
     model: LatentVariableModel,
     objective: Objective,
-    images: torch.Tensor,
+    feed: DeviceFeed | StreamedFeed,
     config: TrainConfig,
     ranks: Ranks,
     device: torch.device,
@@ -59,8 +60,8 @@ def compile_now(
     saved = {name: value.clone() for name, value in model.state_dict().items()}
     rng = rng_states(device)
     try:
-        for size in epoch_batch_sizes(images.shape[0], config.batch_size):
-            x = model.likelihood.prepare(images[:size])
+        for size in epoch_batch_sizes(len(feed), config.batch_size):
+            x = model.likelihood.prepare(feed.sample(size))
             loss, _ = forward_loss(net, objective, x, ranks, device, precision, model.noise_dim(), None)
             loss.sum().backward()
     except VaeError:  # (a plugin objective's own failure, named as such)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -34,13 +35,14 @@ def run_epoch(run: TrainingRun, guard: NanGuard, callbacks: Callbacks, epoch: in
     run.model.train()
     run.epoch_started, run.epoch_seconds_before = time.perf_counter(), run.position.seconds
     if run.position.step == 0:
-        run.order = torch.randperm(run.images, device=run.device)
+        run.order = run.feed.order()
     assert run.order is not None
     run.start_totals()
-    batches = run.order.split(run.config.batch_size)
-    for step in range(run.position.step + 1, run.steps_per_epoch + 1):
-        train_step(run, guard, batches[step - 1], epoch, step)
-        callbacks.call("on_step", step)
+    first = run.position.step + 1
+    with contextlib.closing(run.feed.batches(run.order, run.config.batch_size, first - 1)) as batches:
+        for step, images in enumerate(batches, first):
+            train_step(run, guard, images, epoch, step)
+            callbacks.call("on_step", step)
     guard.read()
     totals = run.epoch_totals()
     guard.check_epoch(epoch)

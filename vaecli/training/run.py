@@ -50,6 +50,7 @@ from vaecli.runs import (
     remove_legacy_temporaries,
 )
 from vaecli.training.compiling import compile_model, compile_now
+from vaecli.training.feeding import DeviceFeed, StreamedFeed, should_stream
 from vaecli.training.stabilisers import GradientLimit, WeightAverage
 from vaecli.training.step import NanGuard, check_objective
 
@@ -74,7 +75,7 @@ class TrainingRun:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     scheduler: Any
-    train_images: torch.Tensor  # uint8, on the device
+    feed: DeviceFeed | StreamedFeed  # the training images, and how batches of them reach the step
     test_images: torch.Tensor  # uint8, on the device
     test_x: torch.Tensor  # the test images prepared once with a fixed seed
     info: dict[str, Any]  # what the model file records besides the weights
@@ -103,7 +104,7 @@ class TrainingRun:
 
     @property
     def images(self) -> int:
-        return self.train_images.shape[0]
+        return len(self.feed)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -313,18 +314,20 @@ def start_run(
             f"{registry.models.describe(config.model)} has no DReG estimator (--objective-opt dreg=true): "
             "train it with plain iwae"
         )
-    train_images, test_images = train_data.images.to(device), test_data.images.to(device)
+    streamed = should_stream(config.stream, train_data, device)
+    feed = StreamedFeed(train_data, device) if streamed else DeviceFeed(train_data.images, device)
+    test_images = test_data.images.to(device)
     if registry.objectives.entry(config.objective).distribution != "vaecli":  # (vaecli's own are tested)
-        check_objective(objective, model, train_images, model.noise_dim())
+        check_objective(objective, model, feed.sample(2), model.noise_dim())
     compile_started = time.perf_counter()
     net = wrap_model(model, config, ranks, device)
     if config.compile:
-        compile_now(net, model, objective, train_images, config, ranks, device, precision)
+        compile_now(net, model, objective, feed, config, ranks, device, precision)
     compile_seconds = time.perf_counter() - compile_started
     optimizer = make_optimizer(model, config.lr)
     run = TrainingRun(
         config, ranks, device, precision, run_dir, model, net, objective, optimizer,
-        precision.scaler(device), None, train_images, test_images,
+        precision.scaler(device), None, feed, test_images,
         prepare_fixed(model.likelihood, test_images, TEST_PREPARE_SEED), {},
     )  # fmt: skip
     run.scheduler = make_scheduler(optimizer, config, run.steps_per_epoch)
