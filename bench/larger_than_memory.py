@@ -1,16 +1,16 @@
-"""Training on a dataset larger than the memory the process may use: the dataset cache is
-memory-mapped, so pages come and go as batches are gathered, and peak memory stays at the limit
-while the whole set is read every epoch.
+"""Training on a dataset larger than the memory the process may use: the limited run streams the
+dataset cache (`--stream auto` finds the cgroup's limit), reading it in blocks in a background
+thread, so the process's memory stays flat while the whole set is read every epoch.
 
-    VAECLI_DATA_DIR=../shared/data python bench/larger_than_memory.py [--gib 1.2] [--limit-gib 0.5]
+    VAECLI_DATA_DIR=../shared/data python bench/larger_than_memory.py [--gib 2.5] [--limit-gib 1.2]
 
 A generated dataset (random 32x32 RGB images, from a throwaway plugin package this script writes)
 of ``--gib`` GiB is trained on for one epoch twice, each a fresh `vae train` process: first with
 no limit (the images decoded into memory, and the cache written), then inside a memory cgroup of
-``--limit-gib`` GiB (the cache memory-mapped). Printed: images/s of each, their ratio, and the
-peak memory of each: the process's own ru_maxrss (which counts every page of the mapped cache it
-has touched, resident or since dropped) and, for the limited run, the cgroup's high-water mark
-(what it was charged: its own memory and the file pages it held at once).
+``--limit-gib`` GiB (the cache streamed). Printed: images/s of each, their ratio, and the peak
+memory of each: the process's own ru_maxrss and, for the limited run, the cgroup's high-water
+mark (what it was charged: its own memory and the file pages it held at once), and whether the
+limited run said it streamed.
 Needs root and the cgroup v1 memory controller at /sys/fs/cgroup/memory (as on the CI machine).
 """
 
@@ -59,9 +59,9 @@ def write_plugin(site: Path) -> None:
     (site / "noise.marker").write_text("v1")
 
 
-def run(args: list[str], env: dict[str, str], limit: int | None) -> tuple[dict, int]:
-    """One `vae train` process (in the cgroup when ``limit``); its last metrics row and its own
-    peak resident memory (wait4's ru_maxrss, in bytes)."""
+def run(args: list[str], env: dict[str, str], limit: int | None) -> tuple[dict, int, str]:
+    """One `vae train` process (in the cgroup when ``limit``); its last metrics row, its own
+    peak resident memory (wait4's ru_maxrss, in bytes) and its stderr."""
 
     def enter_cgroup() -> None:
         if limit is not None:
@@ -72,18 +72,19 @@ def run(args: list[str], env: dict[str, str], limit: int | None) -> tuple[dict, 
                                  stderr=err, preexec_fn=enter_cgroup)  # fmt: skip
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        said = err.read().decode(errors="replace")
         if child.returncode != 0:
-            err.seek(0)
-            raise SystemExit(f"vae train failed: {err.read().decode()[-2000:]}")
+            raise SystemExit(f"vae train failed: {said[-2000:]}")
     out = Path(args[args.index("--out") + 1])
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    return row, usage.ru_maxrss * 1024
+    return row, usage.ru_maxrss * 1024, said
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gib", type=float, default=1.2, help="size of the generated training set")
-    parser.add_argument("--limit-gib", type=float, default=0.5, help="memory the limited run may use")
+    parser.add_argument("--gib", type=float, default=2.5, help="size of the generated training set")
+    parser.add_argument("--limit-gib", type=float, default=1.2, help="memory the limited run may use")
     args = parser.parse_args()
     n = int(args.gib * 2**30 // (3 * 32 * 32))
     limit = int(args.limit_gib * 2**30)
@@ -97,7 +98,7 @@ def main() -> None:
         print(
             f"{n} images of 3x32x32, {n * 3072 / 2**30:.2f} GiB; the limited run may use {args.limit_gib} GiB"
         )
-        free, peak_free = run([*common, "--out", f"{tmp}/free"], env, None)
+        free, peak_free, _ = run([*common, "--out", f"{tmp}/free"], env, None)
         # The first run left the cache's pages in the page cache, charged to this process's own
         # cgroup: dropped, so that every page the limited run touches is read and charged anew.
         os.sync()
@@ -106,7 +107,7 @@ def main() -> None:
         (CGROUP / "memory.limit_in_bytes").write_text(str(limit))
         try:
             (CGROUP / "memory.max_usage_in_bytes").write_text("0")
-            capped, peak_capped = run([*common, "--out", f"{tmp}/capped"], env, limit)
+            capped, peak_capped, said = run([*common, "--out", f"{tmp}/capped"], env, limit)
             cgroup_peak = int((CGROUP / "memory.max_usage_in_bytes").read_text())
         finally:
             CGROUP.rmdir()
@@ -114,7 +115,8 @@ def main() -> None:
         print(f"in memory (decoded, no limit): {free['images_per_s']:8.0f} images/s, "
               f"peak RSS {peak_free / gib:.2f} GiB")  # fmt: skip
         rate, rss, group = capped["images_per_s"], peak_capped / gib, cgroup_peak / gib
-        print(f"memory-mapped, {args.limit_gib} GiB limit: {rate:8.0f} images/s, "
+        how = "streamed" if "streaming them from the host" in said else "NOT streamed"
+        print(f"{how}, {args.limit_gib} GiB limit: {rate:8.0f} images/s, "
               f"peak RSS {rss:.2f} GiB (the cgroup's: {group:.2f} GiB)")  # fmt: skip
         print(
             f"ratio: {capped['images_per_s'] / free['images_per_s']:.2f} of the in-memory images/s; "

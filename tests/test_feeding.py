@@ -101,6 +101,7 @@ def test_auto_streams_only_what_does_not_fit(cached, monkeypatch):
     monkeypatch.setattr(feeding, "host_memory_free", lambda: 100_000)  # 192,000 bytes of images
     assert should_stream("auto", cached, CPU) and not should_stream("off", cached, CPU)
     assert not should_stream("auto", in_memory, CPU)  # already in memory: nothing to gain on a CPU
+    assert feeding.stream_note(cached, CPU).startswith("the training images (0.00 GiB) are more than half")
     assert 0 < feeding.host_memory_free() and isinstance(
         DeviceFeed(in_memory.images, CPU).order(), torch.Tensor
     )

@@ -101,6 +101,15 @@ def should_stream(setting: str, data: ImageData, device: torch.device) -> bool:
     return size > device_memory_free(device) // 2
 
 
+def stream_note(data: ImageData, device: torch.device) -> str:
+    """What ``--stream auto`` tells the user when it streams."""
+    size, free = data.images.numel() * data.images.element_size(), device_memory_free(device)
+    return (
+        f"the training images ({size / 2**30:.2f} GiB) are more than half of the {device.type} memory free "
+        f"({free / 2**30:.2f} GiB): streaming them from the host in a block shuffle (--stream off: not)"
+    )
+
+
 class DeviceFeed:
     """The training images on the device; each epoch a uniform shuffle of them."""
 
