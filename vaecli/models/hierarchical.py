@@ -141,6 +141,31 @@ class Cell(nn.Module):
         return x + self.body(x)
 
 
+class Posterior(nn.Sequential):
+    """q's layers: (top-down state, bottom-up features) -> mean and raw scale. The first layer
+    is linear in its input, so its features' half is taken once per image and shared by the
+    image's ``repeats`` draws (in ``vae eval``, thousands), its state's half once per draw."""
+
+    def forward(self, h: torch.Tensor, a: torch.Tensor, repeats: int = 1) -> torch.Tensor:  # type: ignore[override]
+        first, width = self[0], h.shape[1]
+        from_features = _linear(first, a, first.weight[:, width:], first.bias)
+        if repeats > 1:
+            from_features = from_features.repeat_interleave(repeats, dim=0)
+        out = _linear(first, h, first.weight[:, :width], None) + from_features
+        for layer in list(self)[1:]:
+            out = layer(out)
+        return out
+
+
+def _linear(
+    layer: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """``layer`` (a Linear or Conv2d) applied to x with another weight and bias."""
+    if isinstance(layer, nn.Conv2d):
+        return layer._conv_forward(x, weight, bias)
+    return nn.functional.linear(x, weight, bias)
+
+
 class Group(nn.Module):
     """One latent group: its posterior from (top-down state, bottom-up features), its prior and a
     change of state from the top-down state (none for the top group, whose prior is the model's
@@ -150,9 +175,7 @@ class Group(nn.Module):
                  top: bool) -> None:  # fmt: skip
         super().__init__()
         self.latent = latent
-        self.posterior = nn.Sequential(
-            layers.layer(2 * width, width), act(), layers.layer(width, 2 * latent, 1)
-        )
+        self.posterior = Posterior(layers.layer(2 * width, width), act(), layers.layer(width, 2 * latent, 1))
         self.prior = None
         if not top:  # (its last layer starts at zero: a new group's prior is N(0, I) and changes nothing)
             self.prior = nn.Sequential(
@@ -283,9 +306,11 @@ class HierarchicalVAE(LatentVariableModel):
         codes: torch.Tensor | None = None,
         temperatures: Sequence[float] | None = None,
         weights: bool = False,
+        repeats: int = 1,
     ) -> Draw:
-        """The top-down pass for n rows, either from the posterior (``features`` and ``eps`` (n,
-        noise_dim): z_l = mu_q + sigma_q eps_l) or from ``codes`` (n, width), the values of the top
+        """The top-down pass for n rows, either from the posterior (``features`` of n / ``repeats``
+        images, each image's draws ``repeats`` consecutive rows, and ``eps`` (n, noise_dim):
+        z_l = mu_q + sigma_q eps_l) or from ``codes`` (n, width), the values of the top
         m groups (any m: a prefix of a code): the groups below take their prior means, or with
         ``temperatures`` and ``eps``, z_l = mu_p + T_l sigma_p eps_l (ancestral sampling)."""
         h = self.start.expand(n, *self.start.shape[1:])
@@ -301,7 +326,8 @@ class HierarchicalVAE(LatentVariableModel):
                 prior_mu, prior_raw, change = group.conditional_prior(h)
                 prior = (prior_mu, self.logvar_of(prior_raw))
             if features is not None:
-                z = self._posterior_draw(group, h, features[stage], noise[index], index, draw, weights, prior)
+                a = features[stage]
+                z = self._posterior_draw(group, h, a, repeats, noise[index], index, draw, weights, prior)
             elif index < len(given):
                 z = self._as_map(given[index], index)
                 top = prior is None
@@ -340,12 +366,12 @@ class HierarchicalVAE(LatentVariableModel):
             raise VaeError(f"log_prior takes whole codes of {self.latent_dim} numbers, got {z.shape[-1]}")
         return torch.stack(self.top_down(z.shape[0], codes=z).log_prior, dim=-1)
 
-    def _posterior_draw(self, group: Group, h: torch.Tensor, a: torch.Tensor, eps: torch.Tensor, index: int,
-                        draw: Draw, weights: bool,
+    def _posterior_draw(self, group: Group, h: torch.Tensor, a: torch.Tensor, repeats: int, eps: torch.Tensor,
+                        index: int, draw: Draw, weights: bool,
                         prior: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:  # fmt: skip
         """z_l from q(z_l | x, z_<l), with its KL (and log p - log q at z) added to ``draw``."""
         zc = self.latent
-        out = group.posterior(torch.cat([h, a], dim=1))
+        out = group.posterior(h, a, repeats)
         mu, logvar = out[:, :zc], self.logvar_of(out[:, zc:])
         eps = self._as_map(eps, index)
         z = mu + torch.exp(0.5 * logvar) * eps
@@ -382,8 +408,7 @@ class HierarchicalVAE(LatentVariableModel):
             )
         eps = eps.unsqueeze(1) if eps.dim() == 2 else eps
         b, s, d = eps.shape
-        features = [f.repeat_interleave(s, dim=0) for f in self.bottom_up(x)] if s > 1 else self.bottom_up(x)
-        draw = self.top_down(b * s, features, eps.reshape(b * s, d), weights=weights)
+        draw = self.top_down(b * s, self.bottom_up(x), eps.reshape(b * s, d), weights=weights, repeats=s)
         repeated = x if s == 1 else x.repeat_interleave(s, dim=0)
         reconstruction = self.likelihood.log_prob(repeated, draw.params).view(b, s)
         kl = torch.stack(draw.kl, dim=-1).view(b, s, -1).mean(1)
@@ -414,7 +439,7 @@ class HierarchicalVAE(LatentVariableModel):
         """The top group's posterior mean and log-variance (B, dims[0]): what a prior built from
         the encoder (the VampPrior) uses."""
         group, h = self.latents[0], self.start.expand(x.shape[0], *self.start.shape[1:])
-        out = group.posterior(torch.cat([h, self.bottom_up(x)[0]], dim=1))
+        out = group.posterior(h, self.bottom_up(x)[0])
         zc = self.latent
         return out[:, :zc].flatten(1), self.logvar_of(out[:, zc:]).flatten(1)
 
