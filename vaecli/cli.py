@@ -922,22 +922,24 @@ def decode(
         source = "stdin" if codes == "-" else codes
         raise VaeError(f"no codes in {source}: nothing was written")
     if folder is not None:
-        written = folder.count
-        _note(f"wrote {written} images to {out}")
-    else:
-        import torch
-
-        from vaecli.fileio import write_bytes_atomic
-        from vaecli.images import grid_png
-
-        images = torch.cat(pictures) if pictures else torch.empty(0)
-        written = len(images)
-        if written:
-            write_bytes_atomic(str(grid), grid_png(images, nrow))
-            _note(f"wrote a grid of {written} images to {grid}")
+        _note(f"wrote {folder.count} images to {out}")
+    elif gridded:
+        _write_grid(pictures, str(grid), nrow)
     if failed:
         _note(f"vae: {failed} records could not be decoded (exit code 1)")
         raise typer.Exit(code=1)
+
+
+def _write_grid(pictures: list[Any], grid: str, nrow: int | None) -> None:
+    """The decoded batches as one grid PNG."""
+    import torch
+
+    from vaecli.fileio import write_bytes_atomic
+    from vaecli.images import grid_png
+
+    images = torch.cat(pictures)
+    write_bytes_atomic(grid, grid_png(images, nrow))
+    _note(f"wrote a grid of {len(images)} images to {grid}")
 
 
 def export_command(
