@@ -90,10 +90,11 @@ def _folder_shape(path: str = "", size: str | int = 28, channels: str | int = 1,
     return (as_int(channels, "channels"), *_image_size(size))
 
 
-def _folder_sources(root: Path, split: str, path: str = "", **_: object) -> list[Path]:
-    from vaecli.imagefiles import find_images
+def _folder_sources(root: Path, split: str, path: str = "", **_: object) -> list[str]:
+    from vaecli.imagefiles import image_files_under
 
-    return list(find_images([Path(path).expanduser()]))
+    folder = Path(path).expanduser()
+    return list(image_files_under(folder)) if folder.is_dir() else [str(folder)]
 
 
 # A dataset factory's shape_of(**options) tells the image shape without reading any image.
