@@ -266,6 +266,17 @@ def test_a_hierarchical_run_records_its_model_and_the_kl_of_each_group(hierarchy
         assert sum(groups) == pytest.approx(row["test_kl"]) and row["outlier_steps"] == 0
     model, _ = load_model(hierarchy_run)
     assert model.kl_groups() == {"z1": 4, "z2": 4, "z3": 4}
+    # curves.png: the KL panel has a line per group, in the group's colour, and no other panel does
+    import numpy as np
+    from PIL import Image
+
+    from vaecli.plots import PANEL_SIZE, group_colour
+
+    picture = np.asarray(Image.open(hierarchy_run / "curves.png").convert("RGB"))
+    width = PANEL_SIZE[0]
+    for index in range(3):
+        drawn = np.all(picture == np.array(group_colour(index)), axis=-1)
+        assert drawn[:, 2 * width :].sum() > 20 and drawn[:, : 2 * width].sum() == 0, index
 
 
 def test_every_command_works_with_a_hierarchical_model(hierarchy_run, in_tmp, capsys):

@@ -283,6 +283,8 @@ def curves_png(rows: Sequence[dict[str, Any]], objective: str | None = None) -> 
                 series.append(Series(split, epochs, values, colour))
         if key == "neg_elbo":
             series += _objective_series(rows, epochs, objective)
+        if key == "kl":
+            series += _group_series(rows, epochs, held)
         ys = [y for s in series for y in s.ys]
         panel = Panel(draw, (i * width, 0, (i + 1) * width, height), epochs, ys, title, "epoch", "nats",
                       integer_x=True)  # fmt: skip
@@ -306,6 +308,23 @@ def _objective_series(
         if any(math.isfinite(v) for v in values):
             series.append(Series(name, epochs, values, colour))
     return series
+
+
+def _group_series(rows: Sequence[dict[str, Any]], epochs: list[float], held: str) -> list[Series]:
+    """The held-out KL of each latent group (``test_kl_z1``, ...: a hierarchy's) for the KL panel."""
+    prefix = f"{held}_kl_"
+    groups = [key[len(prefix) :] for key in rows[-1] if key.startswith(prefix)]
+    return [
+        Series(f"{held} {group}", epochs, [_number(r.get(prefix + group)) for r in rows], group_colour(index))
+        for index, group in enumerate(groups)
+    ]  # fmt: skip
+
+
+def group_colour(index: int) -> Colour:
+    """The colour of latent group ``index`` in the KL panel: the palette's after train, test and
+    the objective curves' (then hues of their own)."""
+    first = 4
+    return PALETTE[first + index] if first + index < len(PALETTE) else label_colour(index, 36)
 
 
 def _number(value: Any) -> float:
