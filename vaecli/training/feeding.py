@@ -106,7 +106,8 @@ def stream_note(data: ImageData, device: torch.device) -> str:
     size, free = data.images.numel() * data.images.element_size(), device_memory_free(device)
     return (
         f"the training images ({size / 2**30:.2f} GiB) are more than half of the {device.type} memory free "
-        f"({free / 2**30:.2f} GiB): streaming them from the host in a block shuffle (--stream off: not)"
+        f"({free / 2**30:.2f} GiB): streaming them from the host in a block shuffle "
+        "(--stream off copies them to the device)"
     )
 
 
