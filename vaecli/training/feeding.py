@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from vaecli.config import STREAMS
+from vaecli.console import note
 from vaecli.datasets.base import ImageData
 from vaecli.errors import VaeError
 
@@ -109,6 +110,15 @@ def stream_note(data: ImageData, device: torch.device) -> str:
         f"({free / 2**30:.2f} GiB): streaming them from the host in a block shuffle "
         "(--stream off copies them to the device)"
     )
+
+
+def make_feed(setting: str, data: ImageData, device: torch.device, tell: bool) -> DeviceFeed | StreamedFeed:
+    """The feed ``--stream`` (``setting``) asks for; ``tell``: say so when auto chose to stream."""
+    if not should_stream(setting, data, device):
+        return DeviceFeed(data.images, device)
+    if setting == "auto" and tell:
+        note(stream_note(data, device))
+    return StreamedFeed(data, device)
 
 
 class DeviceFeed:

@@ -50,7 +50,7 @@ from vaecli.runs import (
     remove_legacy_temporaries,
 )
 from vaecli.training.compiling import compile_model, compile_now
-from vaecli.training.feeding import DeviceFeed, StreamedFeed, should_stream, stream_note
+from vaecli.training.feeding import DeviceFeed, StreamedFeed, make_feed
 from vaecli.training.stabilisers import GradientLimit, WeightAverage
 from vaecli.training.step import NanGuard, check_objective
 
@@ -314,10 +314,7 @@ def start_run(
             f"{registry.models.describe(config.model)} has no DReG estimator (--objective-opt dreg=true): "
             "train it with plain iwae"
         )
-    streamed = should_stream(config.stream, train_data, device)
-    if streamed and config.stream == "auto" and ranks.is_main:
-        note(stream_note(train_data, device))
-    feed = StreamedFeed(train_data, device) if streamed else DeviceFeed(train_data.images, device)
+    feed = make_feed(config.stream, train_data, device, tell=ranks.is_main)
     test_images = test_data.images.to(device)
     if registry.objectives.entry(config.objective).distribution != "vaecli":  # (vaecli's own are tested)
         check_objective(objective, model, feed.sample(2), model.noise_dim())
