@@ -179,3 +179,36 @@ def test_the_memory_free_counts_a_cgroup_limit_on_the_process_or_above_it(tmp_pa
     assert (own is None) == (line is None)
     if own is not None:
         assert str(own[0]).endswith(line.split(":", 2)[2].rstrip("/"))
+
+
+def resident_bytes_of_mapping(address: int) -> int:
+    """The Rss of the mapping in /proc/self/smaps that holds ``address`` (the kernel's count)."""
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    for i, line in enumerate(lines):
+        span = line.split(" ", 1)[0]
+        if "-" in span and all(c in "0123456789abcdef-" for c in span):
+            low, high = (int(v, 16) for v in span.split("-"))
+            if low <= address < high:
+                rss = next(x for x in lines[i + 1 :] if x.startswith("Rss:"))
+                return int(rss.split()[1]) * 1024
+    raise AssertionError("no mapping holds the address")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
+def test_the_start_pass_over_a_mapped_cache_leaves_its_pages_unresident(tmp_path, monkeypatch):
+    from vaecli import likelihoods
+
+    images = torch.randint(0, 256, (4096, 1, 64, 64), dtype=torch.uint8, generator=torch.Generator())
+    write_cache(tmp_path / "set.safetensors", ImageData(images, None, "noise"))  # 16 MiB of images
+    monkeypatch.setattr(likelihoods, "DATASET_CHUNK_BYTES", 8 * 64 * 64 * 128)  # chunks of 512 KiB
+    mapped = read_cache(tmp_path / "set.safetensors", "noise").images
+    address = mapped.data_ptr()
+    mean, variance = likelihoods.pixel_moments(mapped)  # every page read once
+    assert torch.allclose(mean, images.double().mean(0)) and torch.allclose(
+        variance, images.double().var(0, unbiased=False)
+    )
+    assert resident_bytes_of_mapping(address) <= 1 << 20  # at most about a chunk still resident
+    fit = likelihoods.Categorical().constant_fit(mapped)  # the other pass through dataset_chunks
+    assert fit.shape[1:] == (1, 64, 64) and resident_bytes_of_mapping(address) <= 1 << 20
+    assert int(mapped.sum()) == int(images.sum())  # the same reads without handing pages back:
+    assert resident_bytes_of_mapping(address) >= 15 << 20  # the whole set resident

@@ -256,6 +256,6 @@ def test_constant_fit_sums_a_dataset_in_chunks_of_whole_images(monkeypatch):
     made = [Bernoulli(), Gaussian(sigma="pixel"), Categorical(bins=16)]
     whole = [likelihood.constant_fit(images) for likelihood in made]  # in one chunk
     monkeypatch.setattr(likelihoods, "DATASET_CHUNK_BYTES", 8 * math.prod(SHAPE) * 3)
-    assert len(likelihoods.dataset_chunks(images)) == 17  # 16 of 3 images and one of 2
+    assert len(list(likelihoods.dataset_chunks(images))) == 17  # 16 of 3 images and one of 2
     for likelihood, expected in zip(made, whole, strict=True):
         torch.testing.assert_close(likelihood.constant_fit(images), expected)

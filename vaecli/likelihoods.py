@@ -11,6 +11,7 @@ prepared images the shape (batch, channels, height, width) with values in [0, 1]
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaecli.errors import UsageError
+from vaecli.mappedfiles import drop_pages
 from vaecli.options import as_float, as_int
 
 
@@ -161,10 +163,14 @@ def uniform_bytes_below_255(
 DATASET_CHUNK_BYTES = 64 << 20  # 8-byte numbers per chunk when summing over a whole dataset
 
 
-def dataset_chunks(images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``images`` split into runs of whole images whose 8-byte copies fit ``DATASET_CHUNK_BYTES``."""
+def dataset_chunks(images: torch.Tensor) -> Iterator[torch.Tensor]:
+    """``images`` in runs of whole images whose 8-byte copies fit ``DATASET_CHUNK_BYTES``; the pages
+    of a memory-mapped dataset cache are handed back after each run, so one pass over a set larger
+    than memory leaves the resident memory flat."""
     per_image = max(8 * images[0].numel(), 1)
-    return images.split(max(1, DATASET_CHUNK_BYTES // per_image))
+    for chunk in images.split(max(1, DATASET_CHUNK_BYTES // per_image)):
+        yield chunk
+        drop_pages(chunk)
 
 
 def pixel_moments(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,6 +31,7 @@ from vaecli import registry
 from vaecli.datasets.base import ImageData
 from vaecli.errors import VaeError
 from vaecli.fileio import write_bytes_atomic
+from vaecli.mappedfiles import map_region
 from vaecli.options import call_with_options
 from vaecli.suggestions import Suggestion
 
@@ -101,7 +102,7 @@ def _mapped(path: Path, base: int, info: dict[str, Any], size: int) -> torch.Ten
     shape = tuple(int(n) for n in info["shape"])
     if not (base <= start <= end <= size and end - start == int(np.prod(shape)) * np.dtype(dtype).itemsize):
         raise ValueError("its tensors do not fit the file")
-    array = np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape)
+    array = map_region(path, start, end - start).view(dtype).reshape(shape)
     with warnings.catch_warnings():  # (a read-only mapping: torch warns that it cannot be written)
         warnings.simplefilter("ignore")
         return torch.from_numpy(array)
