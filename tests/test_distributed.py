@@ -15,6 +15,7 @@ import torch
 import yaml
 from conftest import marginals_neg_elbo
 from safetensors.torch import load_file
+from test_data_cache import write_folder
 from test_runs import SignalAt
 
 from vaecli.checkpoint import CHECKPOINT_FILE
@@ -95,6 +96,25 @@ def test_two_gloo_processes_through_torchrun_equal_one_process(mnist_root, tmp_p
         for key in ("train_neg_elbo", "test_neg_elbo", "test_kl"):
             assert ours[key] == pytest.approx(theirs[key], rel=1e-5)
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in single.iterdir())
+
+
+@pytest.mark.slow
+def test_two_processes_streaming_a_cached_folder_equal_one_process(mnist_root, tmp_path):
+    """Under torchrun every rank streams the same block shuffle of the cache file (each gathers
+    the whole batch and trains on its part), so the run is the one-process run's."""
+    write_folder(tmp_path / "photos", 200)
+    env = {"VAECLI_DATA_CACHE": str(tmp_path / "cache")}
+    args = ["train", "--data", f"folder:{tmp_path / 'photos'}", "--data-opt", "size=8x8", "--epochs", "2"]
+    args += ["--batch-size", "33", "--hidden", "16", "--latent-dim", "2", "--stream", "on", "--device", "cpu"]
+    for name, launch in (("one", [sys.executable]), ("two", TORCHRUN)):  # one writes the cache, two reads it
+        done = run(
+            [*launch, "-m", "vaecli", *args, "--quiet", "--out", str(tmp_path / name)], mnist_root, env
+        )
+        assert done.returncode == 0, done.stderr
+        assert list((tmp_path / "cache").rglob("*.safetensors"))
+    assert_close_weights(tmp_path / "two", tmp_path / "one")
+    for ours, theirs in zip(metrics(tmp_path / "two"), metrics(tmp_path / "one"), strict=True):
+        assert ours["test_neg_elbo"] == pytest.approx(theirs["test_neg_elbo"], rel=1e-5)
 
 
 @pytest.mark.slow
