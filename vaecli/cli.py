@@ -803,12 +803,7 @@ def encode(
         parse_fields(fields) if fields is not None else DEFAULT_FIELDS + (("z",) if sample_z else ())
     )
     chosen_format = choose_format(format, output, chosen_fields)
-    if workers is not None and workers < 0:
-        raise UsageError(f"--workers must be 0 (decode in this process) or more, got {workers}")
-    if workers is not None and workers > MAX_PROCESSES:
-        raise UsageError(f"--workers must be at most {MAX_PROCESSES}, got {workers}")
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    _check_encode_numbers(workers, batch_size)
     given = list(paths or ["-"])
     if "-" in given and sys.stdin.isatty():
         raise UsageError("no image paths: give files or folders, or pipe a list of paths to stdin")
@@ -821,7 +816,6 @@ def encode(
     empty = lambda folder: _note(f"vae: warning: no image files in {printable(folder)}")  # noqa: E731
     found = expand_paths(given, sys.stdin.buffer, null, on_empty_folder=empty)
     batches = encode_files(encoder, found, batch_size, workers, sample="z" in chosen_fields, seed=seed)
-    failed = 0
     written_fields, widths = encoder.output_fields(chosen_fields)
     with (
         ProgressCounter("encoding") as progress,
@@ -829,22 +823,40 @@ def encode(
             chosen_format, output, written_fields, widths, sys.stdout.buffer, encoder.metadata(model)
         ) as out,
     ):
-        for batch in batches:
-            if strict and batch.failures:
-                first = batch.failures[0]
-                out.write(batch.head(first.before))
-                raise VaeError(f"cannot read {printable(first.where)}: {first.reason} (stopped by --strict)")
-            for failure in batch.failures:
-                progress.skipped(failure.where, failure.reason)
-            failed += len(batch.failures)
-            out.write(batch)
-            progress.advance(len(batch))
+        failed = _write_encoded(batches, out, progress, strict)
         written = out.count
     if to_file:
         _note(f"wrote {written} codes to {output}")
     if failed:
         _note(f"vae: {failed} of {written + failed} files could not be encoded (exit code 1)")
         raise typer.Exit(code=1)
+
+
+def _check_encode_numbers(workers: int | None, batch_size: int) -> None:
+    """vae encode's --workers and --batch-size, or one line saying what is wrong."""
+    if workers is not None and workers < 0:
+        raise UsageError(f"--workers must be 0 (decode in this process) or more, got {workers}")
+    if workers is not None and workers > MAX_PROCESSES:
+        raise UsageError(f"--workers must be at most {MAX_PROCESSES}, got {workers}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+
+
+def _write_encoded(batches: Iterator[Any], out: Any, progress: ProgressCounter, strict: bool) -> int:
+    """Write the encoded batches; the files that could not be read are counted (and said), or,
+    with ``strict``, the codes before the first one written and the run stopped there."""
+    failed = 0
+    for batch in batches:
+        if strict and batch.failures:
+            first = batch.failures[0]
+            out.write(batch.head(first.before))
+            raise VaeError(f"cannot read {printable(first.where)}: {first.reason} (stopped by --strict)")
+        for failure in batch.failures:
+            progress.skipped(failure.where, failure.reason)
+        failed += len(batch.failures)
+        out.write(batch)
+        progress.advance(len(batch))
+    return failed
 
 
 def decode(
@@ -878,9 +890,34 @@ def decode(
 ) -> None:
     """Decode latent codes to images: one PNG per record (--out FOLDER) or a grid (--grid FILE)."""
     from vaecli.codefiles import read_codes
-    from vaecli.decoding import ImageFolderWriter, decode_codes
+    from vaecli.decoding import GridWriter, ImageFolderWriter, decode_codes
     from vaecli.devices import choose_device
     from vaecli.modelfile import load_model
+
+    _check_decode_choices(codes, out, grid, batch_size, nrow, force)
+    target = choose_device(device)
+    vae_model, _ = load_model(model, target)
+    groups = tuple(vae_model.kl_groups())
+    records = read_codes(codes, format, batch_size, vae_model.code_widths(), sys.stdin.buffer, groups)
+    sink = ImageFolderWriter(out) if out is not None else GridWriter(str(grid), nrow, vae_model.input_shape)
+    with ProgressCounter("decoding") as progress:
+        batches = decode_codes(vae_model, records, latent, mode, seed, target)
+        failed = _write_decoded(batches, codes, sink, progress, strict)
+    if sink.count == 0 and not failed:
+        source = "stdin" if codes == "-" else codes
+        raise VaeError(f"no codes in {source}: nothing was written")
+    if sink.count or out is not None:
+        _note(sink.finish())
+    if failed:
+        _note(f"vae: {failed} records could not be decoded (exit code 1)")
+        raise typer.Exit(code=1)
+
+
+def _check_decode_choices(
+    codes: str, out: str | None, grid: str | None, batch_size: int, nrow: int | None, force: bool
+) -> None:
+    """vae decode's choices, or one line saying what is wrong; an output that exists needs --force."""
+    from vaecli.decoding import ImageFolderWriter
 
     if (out is None) == (grid is None):
         raise UsageError("give --out FOLDER (one PNG per record) or --grid FILE.png")
@@ -894,52 +931,24 @@ def decode(
         ImageFolderWriter.check(out, force)
     else:
         _check_output(str(grid), force)
-    target = choose_device(device)
-    vae_model, _ = load_model(model, target)
-    from vaecli.images import check_grid
-
-    groups = tuple(vae_model.kl_groups())
-    records = read_codes(codes, format, batch_size, vae_model.code_widths(), sys.stdin.buffer, groups)
-    folder = ImageFolderWriter(out) if out is not None else None
-    pictures, failed, gridded = [], 0, 0
-    with ProgressCounter("decoding") as progress:
-        for batch in decode_codes(vae_model, records, latent, mode, seed, target):
-            if strict and batch.failures:
-                first = batch.failures[0]
-                raise VaeError(f"cannot read {first.where} of {codes}: {first.reason} (stopped by --strict)")
-            for failure in batch.failures:
-                progress.skipped(f"{failure.where} of {codes}", failure.reason)
-            failed += len(batch.failures)
-            if folder is not None:
-                for path, image in zip(batch.paths, batch.images, strict=True):
-                    folder.write(path, image)
-            else:
-                pictures.append(batch.images)
-                gridded += len(batch.images)
-                check_grid(gridded, vae_model.input_shape, f"--grid {grid}", nrow)
-            progress.advance(len(batch.paths))
-    if (folder.count if folder is not None else gridded) == 0 and not failed:
-        source = "stdin" if codes == "-" else codes
-        raise VaeError(f"no codes in {source}: nothing was written")
-    if folder is not None:
-        _note(f"wrote {folder.count} images to {out}")
-    elif gridded:
-        _write_grid(pictures, str(grid), nrow)
-    if failed:
-        _note(f"vae: {failed} records could not be decoded (exit code 1)")
-        raise typer.Exit(code=1)
 
 
-def _write_grid(pictures: list[Any], grid: str, nrow: int | None) -> None:
-    """The decoded batches as one grid PNG."""
-    import torch
-
-    from vaecli.fileio import write_bytes_atomic
-    from vaecli.images import grid_png
-
-    images = torch.cat(pictures)
-    write_bytes_atomic(grid, grid_png(images, nrow))
-    _note(f"wrote a grid of {len(images)} images to {grid}")
+def _write_decoded(
+    batches: Iterator[Any], codes: str, sink: Any, progress: ProgressCounter, strict: bool
+) -> int:
+    """Hand each decoded batch to ``sink`` (a folder of PNGs or a grid); returns the records that
+    could not be read (each said), or, with ``strict``, stops at the first."""
+    failed = 0
+    for batch in batches:
+        if strict and batch.failures:
+            first = batch.failures[0]
+            raise VaeError(f"cannot read {first.where} of {codes}: {first.reason} (stopped by --strict)")
+        for failure in batch.failures:
+            progress.skipped(f"{failure.where} of {codes}", failure.reason)
+        failed += len(batch.failures)
+        sink.write_batch(batch)
+        progress.advance(len(batch.paths))
+    return failed
 
 
 def export_command(

@@ -13,7 +13,7 @@ import torch
 from vaecli.codefiles import CODE_FIELDS, CodeBatch, Failure
 from vaecli.errors import UsageError, VaeError
 from vaecli.fileio import write_bytes_atomic
-from vaecli.images import png_bytes
+from vaecli.images import check_grid, grid_png, png_bytes
 from vaecli.models import LatentVariableModel
 
 
@@ -62,7 +62,7 @@ class ImageFolderWriter:
     (``000123.png``). Each file is written under a temporary name and renamed."""
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
-        self.folder = Path(folder)
+        self.folder, self.given = Path(folder), os.fspath(folder)
         self.used: set[str] = set()
         self.count = 0
 
@@ -90,3 +90,30 @@ class ImageFolderWriter:
         write_bytes_atomic(target, png_bytes(image), sync=False)  # many small files: rename, no fsync
         self.count += 1
         return target
+
+    def write_batch(self, batch: DecodedBatch) -> None:
+        for path, image in zip(batch.paths, batch.images, strict=True):
+            self.write(path, image)
+
+    def finish(self) -> str:
+        """What was written, in words."""
+        return f"wrote {self.count} images to {self.given}"
+
+
+class GridWriter:
+    """All decoded images as one grid PNG at ``file``, written by :meth:`finish`; refused (one
+    line naming ``--grid``) as soon as the images would not fit one picture."""
+
+    def __init__(self, file: str, nrow: int | None, shape: tuple[int, ...]) -> None:
+        self.file, self.nrow, self.shape = file, nrow, shape
+        self.batches: list[torch.Tensor] = []
+        self.count = 0
+
+    def write_batch(self, batch: DecodedBatch) -> None:
+        self.count += len(batch.images)
+        check_grid(self.count, self.shape, f"--grid {self.file}", self.nrow)
+        self.batches.append(batch.images)
+
+    def finish(self) -> str:
+        write_bytes_atomic(self.file, grid_png(torch.cat(self.batches), self.nrow))
+        return f"wrote a grid of {self.count} images to {self.file}"
