@@ -516,3 +516,19 @@ def test_png_to_stdout(small_run, tmp_path, capsysbinary):
     path = tmp_path / "t.png"
     path.write_bytes(out)
     assert Image.open(path).size == grid_size(1, 3)
+
+
+@pytest.mark.parametrize(
+    ("count", "channels", "nrow"),
+    [(1, 1, None), (2, 3, None), (7, 1, 3), (10, 3, None), (5, 1, 8), (16, 3, 4)],
+)
+def test_image_grid_is_torchvisions_make_grid_layout(count, channels, nrow):
+    from torchvision.utils import make_grid
+
+    from vaecli.images import image_grid
+
+    images = torch.rand(count, channels, 5, 7, generator=torch.Generator().manual_seed(count))
+    square = max(1, math.isqrt(count - 1) + 1)
+    expected = make_grid(images, nrow=nrow or square, padding=2)
+    ours = image_grid(images, nrow)
+    assert torch.equal(ours, expected[:channels])

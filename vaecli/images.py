@@ -32,12 +32,25 @@ def check_grid(count: int, shape: tuple[int, ...], what: str, nrow: int | None =
 
 def grid_png(images: torch.Tensor, nrow: int | None = None) -> bytes:
     """A PNG of images (N, C, H, W) in [0, 1] laid out in a grid (square by default)."""
-    from torchvision.utils import make_grid  # imported here: decoding single images needs no torchvision
-
     check_grid(images.shape[0], tuple(images.shape[1:]), "the grid", nrow)
-    nrow = nrow or max(1, math.isqrt(images.shape[0] - 1) + 1)
-    grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=GRID_PADDING)
-    return png_bytes(grid[:1] if images.shape[1] == 1 else grid)  # make_grid turns grey into RGB
+    return png_bytes(image_grid(images.detach().float().clamp(0, 1).cpu(), nrow))
+
+
+def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = GRID_PADDING) -> torch.Tensor:
+    """Images (N, C, H, W) as one (C, H', W') picture, ``nrow`` to a row (square by default),
+    ``padding`` black pixels around each: torchvision's ``make_grid`` layout, grey kept grey.
+    (Not torchvision's own: importing it imports torch._dynamo, 2 s of every run's end.)"""
+    count, channels, height, width = images.shape
+    if count == 1:
+        return images[0]
+    cols = min(nrow or max(1, math.isqrt(count - 1) + 1), count)
+    rows = math.ceil(count / cols)
+    step_y, step_x = height + padding, width + padding
+    grid = images.new_zeros(channels, rows * step_y + padding, cols * step_x + padding)
+    for index, image in enumerate(images):
+        y, x = padding + (index // cols) * step_y, padding + (index % cols) * step_x
+        grid[:, y : y + height, x : x + width] = image
+    return grid
 
 
 def png_bytes(image: torch.Tensor) -> bytes:

@@ -51,6 +51,7 @@ from vaecli.runs import (
 )
 from vaecli.training.compiling import compile_model, compile_now
 from vaecli.training.feeding import DeviceFeed, StreamedFeed, make_feed
+from vaecli.training.optimiser import make_optimizer
 from vaecli.training.stabilisers import GradientLimit, WeightAverage
 from vaecli.training.step import NanGuard, check_objective
 
@@ -281,14 +282,6 @@ def wrap_model(
     return compile_model(net, device) if config.compile else net
 
 
-def make_optimizer(model: LatentVariableModel, lr: float) -> torch.optim.Optimizer:
-    """Adam, with fused kernels where this torch and device have them."""
-    try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=lr)
-
-
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> Any:
     if config.lr_schedule != "cosine":
         return None
@@ -323,7 +316,7 @@ def start_run(
     if config.compile:
         compile_now(net, model, objective, feed, config, ranks, device, precision)
     compile_seconds = time.perf_counter() - compile_started
-    optimizer = make_optimizer(model, config.lr)
+    optimizer = make_optimizer(model.parameters(), config.lr, compiled=config.compile)
     run = TrainingRun(
         config, ranks, device, precision, run_dir, model, net, objective, optimizer,
         precision.scaler(device), None, feed, test_images,

@@ -60,8 +60,8 @@ class TensorBoard(Callback):
 
     def on_epoch_end(self, metrics: dict[str, Any]) -> None:
         import torch
-        from torchvision.utils import make_grid
 
+        from vaecli.images import image_grid
         from vaecli.training.outputs import epoch_pictures
 
         epoch = metrics["epoch"]
@@ -73,8 +73,8 @@ class TensorBoard(Callback):
         pictures = epoch_pictures(self.run, epoch)
         pairs = [pictures["originals"], pictures["reconstructions"]]
         interleaved = torch.stack(pairs, dim=1).flatten(0, 1)
-        self.writer.add_image("samples", make_grid(pictures["samples"].clamp(0, 1)), epoch)
-        self.writer.add_image("reconstructions", make_grid(interleaved.clamp(0, 1), nrow=8), epoch)
+        self.writer.add_image("samples", image_grid(pictures["samples"].clamp(0, 1), nrow=8), epoch)
+        self.writer.add_image("reconstructions", image_grid(interleaved.clamp(0, 1), nrow=8), epoch)
         self.writer.flush()
 
     def on_train_end(self, run: TrainingRun) -> None:
