@@ -259,3 +259,20 @@ def test_constant_fit_sums_a_dataset_in_chunks_of_whole_images(monkeypatch):
     assert len(list(likelihoods.dataset_chunks(images))) == 17  # 16 of 3 images and one of 2
     for likelihood, expected in zip(made, whole, strict=True):
         torch.testing.assert_close(likelihood.constant_fit(images), expected)
+
+
+def test_pixel_moments_are_the_exact_integer_sums(monkeypatch):
+    """Sums of bright pixels in chunks at the float32 limit and past it: the moments equal those
+    of numpy's exact int64 sums, bit for bit, whatever the chunk size."""
+    import numpy as np
+
+    images = torch.randint(250, 256, (1100, *SHAPE), dtype=torch.uint8, generator=_gen(5))
+    images[:300] = 255  # a first chunk of 258 images of 255: 258 * 255^2 is just under 2^24
+    values = images.numpy().astype(np.int64)
+    mean = torch.from_numpy(values.sum(0) / 1100)
+    variance = torch.from_numpy((values**2).sum(0) / 1100) - mean.square()
+    for chunk_bytes in (likelihoods.DATASET_CHUNK_BYTES, 4 * math.prod(SHAPE) * 7):
+        monkeypatch.setattr(likelihoods, "DATASET_CHUNK_BYTES", chunk_bytes)
+        ours = likelihoods.pixel_moments(images)
+        assert torch.equal(ours[0], mean) and torch.equal(ours[1], variance.clamp(min=0.0))
+    assert likelihoods.EXACT_FLOAT32_IMAGES * 255**2 < 2**24 <= (likelihoods.EXACT_FLOAT32_IMAGES + 1) * 255**2

@@ -163,23 +163,33 @@ def uniform_bytes_below_255(
 DATASET_CHUNK_BYTES = 64 << 20  # 8-byte numbers per chunk when summing over a whole dataset
 
 
-def dataset_chunks(images: torch.Tensor) -> Iterator[torch.Tensor]:
-    """``images`` in runs of whole images whose 8-byte copies fit ``DATASET_CHUNK_BYTES``; the pages
-    of a memory-mapped dataset cache are handed back after each run, so one pass over a set larger
-    than memory leaves the resident memory flat."""
-    per_image = max(8 * images[0].numel(), 1)
-    for chunk in images.split(max(1, DATASET_CHUNK_BYTES // per_image)):
+def dataset_chunks(
+    images: torch.Tensor, bytes_per_value: int = 8, max_images: int | None = None
+) -> Iterator[torch.Tensor]:
+    """``images`` in runs of whole images whose copies at ``bytes_per_value`` fit
+    ``DATASET_CHUNK_BYTES`` (and at most ``max_images`` of them); the pages of a memory-mapped
+    dataset cache are handed back after each run, so one pass over a set larger than memory
+    leaves the resident memory flat."""
+    per_image = max(bytes_per_value * images[0].numel(), 1)
+    size = max(1, DATASET_CHUNK_BYTES // per_image)
+    for chunk in images.split(min(size, max_images or size)):
         yield chunk
         drop_pages(chunk)
 
 
+#: A float32 sum of this many squared 8-bit values (each at most 255^2) stays below 2^24, where
+#: every integer is exact: a chunk's sums are exact integers, and their float64 totals too.
+EXACT_FLOAT32_IMAGES = 2**24 // 255**2
+
+
 def pixel_moments(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each pixel's mean and variance over uint8 ``images`` (N, C, H, W), in float64 (so on the
-    CPU or CUDA, not MPS); summed in chunks, so no float copy of the whole dataset is made."""
+    CPU or CUDA, not MPS); summed exactly in float32 chunks (a quarter of the time of float64
+    ones), so no float copy of the whole dataset is made."""
     total = torch.zeros(images.shape[1:], dtype=torch.float64, device=images.device)
     squares = torch.zeros_like(total)
-    for chunk in dataset_chunks(images):
-        values = chunk.double()
+    for chunk in dataset_chunks(images, 4, EXACT_FLOAT32_IMAGES):
+        values = chunk.float()
         total += values.sum(0)
         squares += values.square_().sum(0)
     n = max(images.shape[0], 1)
