@@ -21,51 +21,61 @@ from vaecli.cli.common import (
 from vaecli.console import ProgressCounter, printable
 from vaecli.errors import UsageError, VaeError
 
+EncodePathsArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Image files or folders (searched recursively); - or none: paths from stdin."),
+]
+EncodeNullOpt = Annotated[
+    bool, typer.Option("--null", "-0", help="Paths on stdin are NUL-separated (find -print0).")
+]
+EncodeOutputOpt = Annotated[
+    str | None, typer.Option("--output", "--out", "-o", help="Write to FILE (default: stdout).")
+]
+EncodeFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format", help="jsonl, csv, npy or safetensors (default: from --output's suffix, else jsonl)."
+    ),
+]
+EncodeFieldsOpt = Annotated[
+    str | None,
+    typer.Option(help="Comma-separated, in order: path, mu, logvar, z (default: path,mu,logvar[,z])."),
+]
+EncodeSampleZOpt = Annotated[
+    bool, typer.Option("--sample", help="Add z = mu + sigma * eps, drawn with --seed.")
+]
+EncodeFitOpt = Annotated[
+    str | None,
+    typer.Option(help="Other sizes: stretch, crop or pad (default: as the model's training data)."),
+]
+EncodeGroupOpt = Annotated[
+    str | None,
+    typer.Option(help="The latent group to write (a hierarchy's z1, z2, ...; default: the top one) or all."),
+]
+EncodeBatchSizeOpt = Annotated[int, typer.Option(help="Images per batch on the device.")]
+EncodeWorkersOpt = Annotated[
+    int | None, typer.Option(help="Image-decoding processes (default: cores - 1, at least 1; 0: none).")
+]
+EncodeStrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Stop at the first file that cannot be read.")
+]
+
 
 def encode(
     model: ModelArg,
-    paths: Annotated[
-        list[str] | None,
-        typer.Argument(help="Image files or folders (searched recursively); - or none: paths from stdin."),
-    ] = None,
-    null: Annotated[
-        bool, typer.Option("--null", "-0", help="Paths on stdin are NUL-separated (find -print0).")
-    ] = False,
-    output: Annotated[
-        str | None, typer.Option("--output", "--out", "-o", help="Write to FILE (default: stdout).")
-    ] = None,
-    format: Annotated[
-        str | None,
-        typer.Option(
-            "--format", help="jsonl, csv, npy or safetensors (default: from --output's suffix, else jsonl)."
-        ),
-    ] = None,
-    fields: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated, in order: path, mu, logvar, z (default: path,mu,logvar[,z])."),
-    ] = None,
-    sample_z: Annotated[
-        bool, typer.Option("--sample", help="Add z = mu + sigma * eps, drawn with --seed.")
-    ] = False,
+    paths: EncodePathsArg = None,
+    null: EncodeNullOpt = False,
+    output: EncodeOutputOpt = None,
+    format: EncodeFormatOpt = None,
+    fields: EncodeFieldsOpt = None,
+    sample_z: EncodeSampleZOpt = False,
     seed: SeedOpt = 0,
-    fit: Annotated[
-        str | None,
-        typer.Option(help="Other sizes: stretch, crop or pad (default: as the model's training data)."),
-    ] = None,
-    group: Annotated[
-        str | None,
-        typer.Option(
-            help="The latent group to write (a hierarchy's z1, z2, ...; default: the top one) or all."
-        ),
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch on the device.")] = 256,
-    workers: Annotated[
-        int | None, typer.Option(help="Image-decoding processes (default: cores - 1, at least 1; 0: none).")
-    ] = None,
+    fit: EncodeFitOpt = None,
+    group: EncodeGroupOpt = None,
+    batch_size: EncodeBatchSizeOpt = 256,
+    workers: EncodeWorkersOpt = None,
     device: DeviceOpt = "auto",
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Stop at the first file that cannot be read.")
-    ] = False,
+    strict: EncodeStrictOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Encode image files to latent codes (mu, logvar[, z]); exit 1 if any file could not be read."""

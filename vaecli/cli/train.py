@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
@@ -20,6 +20,49 @@ from vaecli.cli.common import (
     given_on_command_line,
     given_options,
 )
+from vaecli.cli.train_options import (
+    ArchOpt,
+    ArchOptionOpt,
+    BatchSizeOpt,
+    BetaOpt,
+    BinsOpt,
+    CallbackOpt,
+    CallbackOptionOpt,
+    CheckpointEveryOpt,
+    CompileOpt,
+    ConfigOpt,
+    DataNameOpt,
+    EmaOpt,
+    EpochsOpt,
+    FreeBitsOpt,
+    GradClipOpt,
+    GradSkipOpt,
+    HiddenOpt,
+    IwSamplesOpt,
+    KlWarmupOpt,
+    LatentDimOpt,
+    LikelihoodOpt,
+    LikelihoodOptionOpt,
+    LimitTestOpt,
+    LimitTrainOpt,
+    LogOpt,
+    LrOpt,
+    LrScheduleOpt,
+    ModelOpt,
+    ModelOptionOpt,
+    NprocOpt,
+    ObjectiveOpt,
+    ObjectiveOptionOpt,
+    OnNanOpt,
+    OutOpt,
+    PrecisionOpt,
+    PriorOpt,
+    PriorOptionOpt,
+    QuietOpt,
+    ResumeOpt,
+    SigmaOpt,
+    StreamOpt,
+)
 from vaecli.config import TrainConfig
 from vaecli.console import ConsoleObserver
 from vaecli.errors import UsageError, VaeError
@@ -27,152 +70,60 @@ from vaecli.errors import UsageError, VaeError
 
 def train(
     ctx: typer.Context,
-    config: Annotated[
-        str | None,
-        typer.Option(help="A YAML file of training options (keys as in config.yaml); flags override it."),
-    ] = None,
-    resume: Annotated[
-        str | None, typer.Option(help="Continue the run in this folder from its checkpoint.")
-    ] = None,
-    data: Annotated[str, typer.Option(help="Dataset name (see the registry), e.g. mnist.")] = "mnist",
+    config: ConfigOpt = None,
+    resume: ResumeOpt = None,
+    data: DataNameOpt = "mnist",
     data_dir: DataDirOpt = None,
     data_opt: DataOptOpt = None,
-    likelihood: Annotated[
-        str,
-        typer.Option(
-            help="Decoder distribution: bernoulli, gaussian, categorical (or a plugin's); auto: bernoulli "
-            "for MNIST and grey images, gaussian for colour ones."
-        ),
-    ] = TrainConfig.likelihood,
-    likelihood_opt: Annotated[
-        list[str] | None, typer.Option(help="A likelihood option KEY=VALUE (repeatable).")
-    ] = None,
-    sigma: Annotated[
-        str | None,
-        typer.Option(help="gaussian: a fixed sigma, 'learned' (one value) or 'pixel' (per pixel)."),
-    ] = None,
-    bins: Annotated[int | None, typer.Option(help="categorical: grey levels K, 2 to 256.")] = None,
-    arch: Annotated[str, typer.Option(help="Architecture: mlp or conv (or a plugin's).")] = TrainConfig.arch,
-    arch_opt: Annotated[
-        list[str] | None, typer.Option(help="An architecture option KEY=VALUE (repeatable).")
-    ] = None,
-    hidden: Annotated[
-        str | None, typer.Option(help="Hidden widths, e.g. 512,256 (same as --arch-opt hidden=...).")
-    ] = None,
-    latent_dim: Annotated[int, typer.Option(help="Size of z.")] = TrainConfig.latent_dim,
-    prior: Annotated[
-        str, typer.Option(help="Prior p(z): normal (N(0, I)), vamp (VampPrior) or mog (a learned mixture).")
-    ] = TrainConfig.prior,
-    prior_opt: Annotated[
-        list[str] | None, typer.Option(help="A prior option KEY=VALUE (repeatable), e.g. k=500.")
-    ] = None,
-    model: Annotated[
-        str, typer.Option(help="Model: vae (one latent vector) or hierarchical (groups of latents).")
-    ] = TrainConfig.model,
-    model_opt: Annotated[
-        list[str] | None, typer.Option(help="A model option KEY=VALUE (repeatable), e.g. groups=2,2.")
-    ] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = TrainConfig.epochs,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = TrainConfig.batch_size,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (peak of the schedule).")] = TrainConfig.lr,
-    lr_schedule: Annotated[
-        str, typer.Option(help="cosine (to 0 over the run) or constant.")
-    ] = TrainConfig.lr_schedule,
+    likelihood: LikelihoodOpt = TrainConfig.likelihood,
+    likelihood_opt: LikelihoodOptionOpt = None,
+    sigma: SigmaOpt = None,
+    bins: BinsOpt = None,
+    arch: ArchOpt = TrainConfig.arch,
+    arch_opt: ArchOptionOpt = None,
+    hidden: HiddenOpt = None,
+    latent_dim: LatentDimOpt = TrainConfig.latent_dim,
+    prior: PriorOpt = TrainConfig.prior,
+    prior_opt: PriorOptionOpt = None,
+    model: ModelOpt = TrainConfig.model,
+    model_opt: ModelOptionOpt = None,
+    epochs: EpochsOpt = TrainConfig.epochs,
+    batch_size: BatchSizeOpt = TrainConfig.batch_size,
+    lr: LrOpt = TrainConfig.lr,
+    lr_schedule: LrScheduleOpt = TrainConfig.lr_schedule,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
-    out: Annotated[
-        str | None, typer.Option(help="Run folder (default: runs/DATA-LIKELIHOOD-ARCH[-N]).")
-    ] = None,
+    out: OutOpt = None,
     force: ForceOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or epoch rows.")] = False,
-    limit_train: Annotated[int | None, typer.Option(help="Use only the first N training images.")] = None,
-    limit_test: Annotated[int | None, typer.Option(help="Use only the first N test images.")] = None,
-    checkpoint_every: Annotated[
-        int | None, typer.Option(help="Also write checkpoint.safetensors every N steps (always: each epoch).")
-    ] = None,
-    on_nan: Annotated[
-        str, typer.Option(help="A non-finite loss or gradient: stop (default) or skip the batch.")
-    ] = TrainConfig.on_nan,
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="auto (bf16 on CUDA where supported, else 32), 32, bf16 or 16-mixed (fp16 + scaler)."
-        ),
-    ] = TrainConfig.precision,
-    compile: Annotated[
-        bool, typer.Option("--compile", help="Compile the training step with torch.compile.")
-    ] = TrainConfig.compile,
-    nproc: Annotated[
-        int | None,
-        typer.Option(help="Train with N processes on this machine (starts torchrun; DDP, gloo on CPU)."),
-    ] = None,
-    objective: Annotated[
-        str | None, typer.Option(help="Training objective: elbo (default) or iwae (or a plugin's).")
-    ] = None,
-    objective_opt: Annotated[
-        list[str] | None, typer.Option(help="An objective option KEY=VALUE (repeatable).")
-    ] = None,
-    beta: Annotated[
-        float | None, typer.Option(help="elbo: weight of the KL term (beta-VAE; 1 is the ELBO).")
-    ] = None,
-    kl_warmup: Annotated[
-        float | None,
-        typer.Option(help="elbo: raise the KL weight linearly from 0 to --beta over this many epochs."),
-    ] = None,
-    free_bits: Annotated[
-        float | None,
-        typer.Option(help="elbo: free bits, the least KL in nats per latent dimension (batch mean)."),
-    ] = None,
-    iw_samples: Annotated[
-        int | None, typer.Option(help="Train on the importance-weighted bound with K samples (iwae).")
-    ] = None,
-    grad_clip: Annotated[
-        float | None, typer.Option(help="Scale the gradients down to this L2 norm when above it.")
-    ] = TrainConfig.grad_clip,
-    grad_skip: Annotated[
-        float | None,
-        typer.Option(help="Skip updates whose gradient norm is above this (counted as outlier_steps)."),
-    ] = TrainConfig.grad_skip,
-    ema: Annotated[
-        float,
-        typer.Option(
-            help="Average the weights with this decay (e.g. 0.999) for eval, samples and the model file."
-        ),
-    ] = TrainConfig.ema,
-    stream: Annotated[
-        str,
-        typer.Option(
-            help="Keep the training images on the host and feed batches in a background pipeline: "
-            "auto (when they do not fit the device's memory), on or off."
-        ),
-    ] = TrainConfig.stream,
-    callback: Annotated[
-        list[str] | None, typer.Option(help="Run a registered callback NAME during training (repeatable).")
-    ] = None,
-    callback_opt: Annotated[
-        list[str] | None, typer.Option(help="A callback option NAME.KEY=VALUE (repeatable).")
-    ] = None,
-    log: Annotated[
-        list[str] | None,
-        typer.Option(help="Log to a logger callback: tensorboard (RUN/tensorboard/; same as --callback)."),
-    ] = None,
+    quiet: QuietOpt = False,
+    limit_train: LimitTrainOpt = None,
+    limit_test: LimitTestOpt = None,
+    checkpoint_every: CheckpointEveryOpt = None,
+    on_nan: OnNanOpt = TrainConfig.on_nan,
+    precision: PrecisionOpt = TrainConfig.precision,
+    compile: CompileOpt = TrainConfig.compile,
+    nproc: NprocOpt = None,
+    objective: ObjectiveOpt = None,
+    objective_opt: ObjectiveOptionOpt = None,
+    beta: BetaOpt = None,
+    kl_warmup: KlWarmupOpt = None,
+    free_bits: FreeBitsOpt = None,
+    iw_samples: IwSamplesOpt = None,
+    grad_clip: GradClipOpt = TrainConfig.grad_clip,
+    grad_skip: GradSkipOpt = TrainConfig.grad_skip,
+    ema: EmaOpt = TrainConfig.ema,
+    stream: StreamOpt = TrainConfig.stream,
+    callback: CallbackOpt = None,
+    callback_opt: CallbackOptionOpt = None,
+    log: LogOpt = None,
 ) -> None:
     """Train a VAE; prints the run folder on stdout when done."""
     from vaecli.train import train as run_training
 
     flags = _train_flags(locals())
     if nproc is not None:
-        if nproc > MAX_PROCESSES:
-            raise UsageError(f"--nproc must be at most {MAX_PROCESSES}, got {nproc}")
         _start_torchrun(nproc)
-    if config is not None and resume is not None:
-        raise UsageError("give --config or --resume, not both (a run resumes with its own config.yaml)")
-    if resume is not None:
-        chosen = _resumed_config(ctx, resume, flags)
-    elif config is not None:
-        chosen = _file_config(ctx, config, flags)
-    else:
-        chosen = TrainConfig(**flags)
+    chosen = _chosen_config(ctx, config, resume, flags)
     result = run_training(chosen, ConsoleObserver(quiet), resume=resume is not None)
     if result.is_main:
         print(result.run_dir)
@@ -217,6 +168,19 @@ def _train_flags(given: dict[str, Any]) -> dict[str, Any]:
 
 OPTION_KEYS = {"data_options", "arch_options", "likelihood_options", "prior_options", "model_options",
                "objective_options", "callbacks"}  # fmt: skip
+
+
+def _chosen_config(
+    ctx: typer.Context, config: str | None, resume: str | None, flags: dict[str, Any]
+) -> TrainConfig:
+    """The run's settings: the flags alone, a --config file's under them, or a --resume'd run's."""
+    if config is not None and resume is not None:
+        raise UsageError("give --config or --resume, not both (a run resumes with its own config.yaml)")
+    if resume is not None:
+        return _resumed_config(ctx, resume, flags)
+    if config is not None:
+        return _file_config(ctx, config, flags)
+    return TrainConfig(**flags)
 
 
 def _resumed_config(ctx: typer.Context, resume: str, flags: dict[str, Any]) -> TrainConfig:
@@ -319,6 +283,8 @@ def _start_torchrun(nproc: int) -> None:
     """Replace this process by torchrun running the same ``vae train`` as ``nproc`` processes."""
     from vaecli.distributed import torchrun_command
 
+    if nproc > MAX_PROCESSES:
+        raise UsageError(f"--nproc must be at most {MAX_PROCESSES}, got {nproc}")
     if "WORLD_SIZE" in os.environ:
         raise UsageError("--nproc starts torchrun itself: do not give it under torchrun")
     argv = list(ARGV)
