@@ -275,4 +275,5 @@ def test_pixel_moments_are_the_exact_integer_sums(monkeypatch):
         monkeypatch.setattr(likelihoods, "DATASET_CHUNK_BYTES", chunk_bytes)
         ours = likelihoods.pixel_moments(images)
         assert torch.equal(ours[0], mean) and torch.equal(ours[1], variance.clamp(min=0.0))
-    assert likelihoods.EXACT_FLOAT32_IMAGES * 255**2 < 2**24 <= (likelihoods.EXACT_FLOAT32_IMAGES + 1) * 255**2
+    most = likelihoods.EXACT_FLOAT32_IMAGES
+    assert most * 255**2 < 2**24 <= (most + 1) * 255**2
