@@ -35,7 +35,9 @@ print(json.dumps(result.metrics))
 
 def run_once(tree: Path, epochs: int, out: Path) -> list[dict]:
     """One default-recipe run of ``epochs`` epochs with vaecli imported from ``tree``."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    # (The child runs in a temporary folder: a relative VAECLI_DATA_DIR is made absolute first.)
+    data_dir = os.path.abspath(os.environ["VAECLI_DATA_DIR"])
+    env = {**os.environ, "PYTHONPATH": str(tree), "VAECLI_DATA_DIR": data_dir}
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(epochs), str(out)],
         capture_output=True, text=True, env=env, cwd=out.parent, check=True,
