@@ -274,6 +274,76 @@ def test_compiled_training_compiles_before_its_first_epoch(mnist_root, tmp_path)
     assert_close_weights(tmp_path / "compiled", tmp_path / "eager")
 
 
+class Echo(torch.nn.Module):
+    """A stand-in model that hands back what the step's forward pass feeds it."""
+
+    def forward(self, x, eps, weights=None, dreg=False):
+        return x, eps
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_a_step_compiled_whole_gathers_binarises_and_draws_the_noise_as_eager_does(objective, monkeypatch):
+    # On CUDA the compiled graph holds the gather, the binarisation and the noise (compiling.
+    # batch_in_graph); here the same forward pass is compiled so on the CPU. Inside a graph the
+    # exact binarisation draws a second byte for every pixel (wait_free): its bits, and the noise
+    # drawn after them, are the ones eager torch draws from the same seed.
+    from types import SimpleNamespace
+
+    from vaecli.likelihoods import Bernoulli, uniform_bytes_below_255
+    from vaecli.objectives import build_objective
+    from vaecli.training import compiling
+
+    monkeypatch.setattr(compiling, "batch_in_graph", lambda device, ranks: True)
+    torch._dynamo.reset()
+    images = torch.randint(
+        0, 256, (500, 1, 6, 6), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    images[:, :, 0] = 255  # (every pixel value, 0 and 255 included)
+    model = SimpleNamespace(likelihood=Bernoulli(), noise_dim=lambda: 3)
+    chosen = build_objective(objective, {"k": "4"} if objective == "iwae" else {})
+    cpu = torch.device("cpu")
+    forward = compiling.make_forward(Echo(), model, chosen, Ranks(), choose_precision("32", cpu), cpu, True)
+    assert isinstance(forward, torch._dynamo.eval_frame.OptimizedModule)  # (the whole of it compiled)
+    indices = torch.randperm(500, generator=torch.Generator().manual_seed(2))[:64]
+    torch.manual_seed(7)
+    x, eps = forward(images, indices)
+    torch.manual_seed(7)
+    u = uniform_bytes_below_255((64, 1, 6, 6), None, cpu, wait_free=True)
+    expected_eps = torch.randn(eps.shape)
+    assert torch.equal(x, (u < images[indices]).float())
+    assert torch.equal(eps, expected_eps)
+    assert eps.shape == ((64, 3) if objective == "elbo" else (64, 4, 3))
+
+
+@pytest.mark.slow
+def test_a_training_run_compiled_whole_matches_eager_and_resumes_exactly(mnist_root, tmp_path, monkeypatch):
+    # The whole step in one graph (CUDA's choice) forced on the CPU: one graph per batch size and
+    # no graph breaks, the weights of eager training (the dequantising noise and the latent noise
+    # drawn by torch's own kernels), and a run cut mid-epoch resumes to the weights of a straight one.
+    from torch._dynamo.utils import counters
+
+    from vaecli.training import compiling
+
+    monkeypatch.setattr(compiling, "batch_in_graph", lambda device, ranks: True)
+    config = {
+        "limit_train": 1000,
+        "batch_size": 96,
+        "likelihood": "gaussian",
+        "likelihood_options": {"sigma": "pixel"},
+    }
+    torch._dynamo.reset()
+    counters.clear()
+    train(small(mnist_root, tmp_path / "compiled", compile=True, **config))
+    assert counters["stats"]["unique_graphs"] == 2  # one per batch size: nothing outside the graph
+    train(small(mnist_root, tmp_path / "eager", **config))
+    assert_close_weights(tmp_path / "compiled", tmp_path / "eager")
+    with pytest.raises(TrainingInterrupted):
+        train(small(mnist_root, tmp_path / "cut", compile=True, **config), SignalAt(epoch=2, step=4))
+    train(small(mnist_root, tmp_path / "cut", compile=True, **config), resume=True)
+    x, y = weights(tmp_path / "compiled"), weights(tmp_path / "cut")
+    assert all(torch.equal(x[k], y[k]) for k in x)
+
+
 def test_compile_without_a_cpp_compiler_fails_before_writing_anything(mnist_root, tmp_path):
     # torch.compile needs a C++ compiler on the CPU. Without one (CXX naming none), --compile fails
     # with one line, exit 1, no run folder, and an old run given --force is still there, intact.

@@ -69,10 +69,25 @@ def test_streamed_batches_are_the_images_of_the_order_read_from_the_file(cached,
         batches = list(feed.batches(order, 64, start=3))
         assert len(batches) == -(-len(data) // 64) - 3
         expected = data.images.index_select(0, order[3 * 64 :])
-        assert torch.equal(torch.cat(batches), expected)
+        assert torch.equal(torch.cat([batch.images() for batch in batches]), expected)
+        assert all(batch.indices is None and batch.size == len(batch.source) for batch in batches)
     # Each block is read once an epoch (a window's blocks stay while its batches are gathered).
     assert len(reads) <= sum(-(-n // 7) for n in (1000, 700, 901))
     assert all(b - a <= 7 for a, b in reads)
+
+
+def test_device_batches_leave_the_gather_to_the_step(cached):
+    # (so that a step compiled on CUDA holds the gather in its graph: the batch is the whole set
+    # on the device and the batch's indices, and the images are gathered only when asked)
+    images = cached.images.clone()
+    feed = DeviceFeed(images, CPU)
+    order = feed.order()
+    batches = list(feed.batches(order, 300, start=1))
+    assert [batch.size for batch in batches] == [300, 300, 100]
+    assert all(batch.source is feed.images for batch in batches)
+    assert torch.equal(torch.cat([batch.images() for batch in batches]), images[order[300:]])
+    first = feed.first_batch(40)
+    assert first.size == 40 and torch.equal(first.images(), images[:40])
 
 
 def test_the_cache_file_is_read_not_mapped_and_a_short_file_is_one_error(cached, tmp_path):

@@ -5,6 +5,7 @@ numbers, exact resume, and --compile. `bench/gpu_check.sh` runs these on a GPU:
 
 from __future__ import annotations
 
+import collections
 import math
 
 import pytest
@@ -102,8 +103,31 @@ def test_compile_trains_to_the_weights_of_eager(mnist_root, tmp_path, device):
         torch.testing.assert_close(a[name], b[name], atol=2e-3, rtol=2e-3)
 
 
-def test_compile_captures_cuda_graphs_on_cuda_only():
-    from vaecli.training.compiling import compile_mode
+def test_compile_captures_cuda_graphs_with_the_batch_inside_on_cuda_only():
+    from vaecli.distributed import Ranks
+    from vaecli.training.compiling import batch_in_graph, compile_options
 
-    assert compile_mode(torch.device("cuda", 0)) == "reduce-overhead"
-    assert compile_mode(torch.device("cpu")) is None and compile_mode(torch.device("mps")) is None
+    cuda, cpu, mps = torch.device("cuda", 0), torch.device("cpu"), torch.device("mps")
+    assert compile_options(cuda)["triton.cudagraphs"]
+    assert not any("cudagraphs" in key for key in {**compile_options(cpu), **compile_options(mps)})
+    assert all(compile_options(d)["fallback_random"] for d in (cuda, cpu, mps))  # (eager's draws)
+    assert batch_in_graph(cuda, Ranks()) and not batch_in_graph(cuda, Ranks(rank=0, world_size=2))
+    assert not batch_in_graph(cpu, Ranks()) and not batch_in_graph(mps, Ranks())
+
+
+@pytest.mark.parametrize("device", DEVICES[1:2])
+def test_a_compiled_step_on_cuda_replays_graphs_and_waits_for_nothing(mnist_root, tmp_path, device):
+    # Steps 4 to 7 of a compiled run: the forward pass (the gather, binarisation and noise in it)
+    # and its backward are CUDA graph replays, so none of their ops is dispatched one by one, and
+    # no scalar is read back from the device.
+    from test_step_waits import ProfileSteps, _waits
+
+    probe = ProfileSteps(3, 7)
+    steps = {**TINY, "limit_train": 10 * TINY["batch_size"]}  # (one batch size: no second graph)
+    train(small_config(mnist_root, tmp_path / "run", device=device, compile=True, **steps), probe)
+    counts = collections.Counter(event.name for event in probe.profiler.events())
+    assert probe.steps == 4 and _waits(probe.reads) == {}
+    assert counts["cudaGraphLaunch"] >= 2 * probe.steps, counts.most_common(20)
+    assert not [
+        op for op in ("aten::randn", "aten::randint", "aten::index_select", "aten::addmm") if counts[op]
+    ]

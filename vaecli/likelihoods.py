@@ -140,10 +140,11 @@ def uniform_bytes_below_255(
     ``randint`` for every value or ``torch.bernoulli``, which draw 32 random bits per value.
     (64-bit words would be faster still on CPUs, but MPS cannot draw them.)
 
-    On a CPU only the 255s are drawn again. On a GPU (``wait_free``, the default off CPUs)
-    finding them would make the host wait for the device (how many are there?), so a second
-    byte is drawn for every value and taken where the first is 255: P(k) = 1/256 + 1/256 * 1/255
-    = 1/255, just as exact."""
+    On a CPU only the 255s are drawn again. On a GPU (``wait_free``, the default off CPUs and
+    inside a compiled graph) finding them would make the host wait for the device (how many are
+    there?), and a graph cannot hold a shape that depends on the data, so a second byte is drawn
+    for every value and taken where the first is 255: P(k) = 1/256 + 1/256 * 1/255 = 1/255, just
+    as exact."""
     n = math.prod(shape)
     words = torch.randint(
         -(2**31), 2**31, ((n + 3) // 4,), dtype=torch.int32, generator=generator, device=device
@@ -152,7 +153,7 @@ def uniform_bytes_below_255(
     # Against a tensor, not the number 255: a scalar comparison takes a slow CPU path (100 us
     # against 8 per 300k values), as does nonzero on a bool tensor (hence the uint8 view).
     is_255 = torch.eq(u, torch.full_like(u, 255))
-    if wait_free if wait_free is not None else device.type != "cpu":
+    if wait_free if wait_free is not None else device.type != "cpu" or torch.compiler.is_compiling():
         again = torch.randint(0, 255, u.shape, dtype=torch.uint8, generator=generator, device=device)
         return torch.where(is_255, again, u).view(shape)
     rejected = is_255.view(torch.uint8).nonzero().squeeze(1)

@@ -20,6 +20,7 @@ import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -121,6 +122,24 @@ def make_feed(setting: str, data: ImageData, device: torch.device, tell: bool) -
     return StreamedFeed(data, device)
 
 
+@dataclass(frozen=True)
+class Batch:
+    """A step's images: ``source.index_select(0, indices)``, or ``source`` itself when
+    ``indices`` is None. The gather is the step's, so that a step compiled on CUDA holds it in
+    its graph (with the binarisation and the noise)."""
+
+    source: torch.Tensor  # uint8, on the device
+    indices: torch.Tensor | None = None
+
+    @property
+    def size(self) -> int:
+        return self.source.shape[0] if self.indices is None else self.indices.shape[0]
+
+    def images(self) -> torch.Tensor:
+        # (index_select: on CPUs ten times the speed of source[indices].)
+        return self.source if self.indices is None else self.source.index_select(0, self.indices)
+
+
 class DeviceFeed:
     """The training images on the device; each epoch a uniform shuffle of them."""
 
@@ -131,17 +150,20 @@ class DeviceFeed:
         return self.images.shape[0]
 
     def sample(self, count: int) -> torch.Tensor:
-        """The first ``count`` images, on the device (for checks and compiling)."""
+        """The first ``count`` images, on the device (for checks)."""
         return self.images[:count]
+
+    def first_batch(self, count: int) -> Batch:
+        """The first ``count`` images as a batch the training step meets (for compiling)."""
+        return Batch(self.images, torch.arange(count, device=self.device))
 
     def order(self) -> torch.Tensor:
         return torch.randperm(len(self), device=self.device)
 
-    def batches(self, order: torch.Tensor, batch_size: int, start: int = 0) -> Iterator[torch.Tensor]:
-        """The batches of ``order`` from batch ``start`` (0-based), uint8 on the device."""
+    def batches(self, order: torch.Tensor, batch_size: int, start: int = 0) -> Iterator[Batch]:
+        """The batches of ``order`` from batch ``start`` (0-based), from the images on the device."""
         for indices in order.split(batch_size)[start:]:
-            # (index_select: on CPUs ten times the speed of images[indices].)
-            yield self.images.index_select(0, indices.to(self.device))
+            yield Batch(self.images, indices.to(self.device))
 
 
 class StreamedFeed:
@@ -160,6 +182,9 @@ class StreamedFeed:
     def sample(self, count: int) -> torch.Tensor:
         return self.data.images[:count].clone().to(self.device)
 
+    def first_batch(self, count: int) -> Batch:
+        return Batch(self.sample(count))
+
     def order(self) -> torch.Tensor:
         """A block shuffle: blocks in random order, each window of blocks' images shuffled."""
         parts = []
@@ -169,7 +194,7 @@ class StreamedFeed:
             parts.append(images[torch.randperm(len(images))])
         return torch.cat(parts)
 
-    def batches(self, order: torch.Tensor, batch_size: int, start: int = 0) -> Iterator[torch.Tensor]:
+    def batches(self, order: torch.Tensor, batch_size: int, start: int = 0) -> Iterator[Batch]:
         """The batches of ``order`` from batch ``start``, gathered ahead in a background thread."""
         ready: queue.Queue[torch.Tensor | BaseException | None] = queue.Queue(maxsize=AHEAD)
         stop = threading.Event()
@@ -184,7 +209,7 @@ class StreamedFeed:
             while (item := ready.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                yield Batch(item)
         finally:
             stop.set()
             while reader.is_alive():  # (let a reader blocked on a full queue see the stop)

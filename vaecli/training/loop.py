@@ -40,8 +40,8 @@ def run_epoch(run: TrainingRun, guard: NanGuard, callbacks: Callbacks, epoch: in
     run.start_totals()
     first = run.position.step + 1
     with contextlib.closing(run.feed.batches(run.order, run.config.batch_size, first - 1)) as batches:
-        for step, images in enumerate(batches, first):
-            train_step(run, guard, images, epoch, step)
+        for step, batch in enumerate(batches, first):
+            train_step(run, guard, batch, epoch, step)
             callbacks.call("on_step", step)
     guard.read()
     totals = run.epoch_totals()

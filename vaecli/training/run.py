@@ -49,7 +49,7 @@ from vaecli.runs import (
     make_run_dir,
     remove_legacy_temporaries,
 )
-from vaecli.training.compiling import compile_model, compile_now
+from vaecli.training.compiling import compile_now, make_forward
 from vaecli.training.feeding import DeviceFeed, StreamedFeed, make_feed
 from vaecli.training.optimiser import make_optimizer
 from vaecli.training.stabilisers import GradientLimit, WeightAverage
@@ -71,7 +71,9 @@ class TrainingRun:
     precision: Precision
     run_dir: Path
     model: LatentVariableModel
-    net: torch.nn.Module  # the model as training calls it: wrapped by DDP and torch.compile
+    #: The step's forward pass from a batch (a BatchForward): around the model, in DDP for a
+    #: distributed run, compiled with --compile.
+    forward: torch.nn.Module
     objective: Objective
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
@@ -267,10 +269,8 @@ def build_run_model(config: TrainConfig, data: ImageData, checkpoint: Path | Non
     return model
 
 
-def wrap_model(
-    run_model: LatentVariableModel, config: TrainConfig, ranks: Ranks, device: torch.device
-) -> torch.nn.Module:
-    """The model as training calls it: in DDP for a distributed run, compiled with --compile."""
+def wrap_model(run_model: LatentVariableModel, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+    """The model as training calls it: in DDP for a distributed run."""
     net: torch.nn.Module = run_model
     if ranks.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -279,7 +279,7 @@ def wrap_model(
         net = DistributedDataParallel(
             run_model, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False
         )
-    return compile_model(net, device) if config.compile else net
+    return net
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> Any:
@@ -312,13 +312,14 @@ def start_run(
     if registry.objectives.entry(config.objective).distribution != "vaecli":  # (vaecli's own are tested)
         check_objective(objective, model, feed.sample(2), model.noise_dim())
     compile_started = time.perf_counter()
-    net = wrap_model(model, config, ranks, device)
+    net = wrap_model(model, ranks, device)
+    forward = make_forward(net, model, objective, ranks, precision, device, config.compile)
     if config.compile:
-        compile_now(net, model, objective, feed, config, ranks, device, precision)
+        compile_now(forward, model, objective, feed, config, ranks, device)
     compile_seconds = time.perf_counter() - compile_started
     optimizer = make_optimizer(model.parameters(), config.lr, compiled=config.compile)
     run = TrainingRun(
-        config, ranks, device, precision, run_dir, model, net, objective, optimizer,
+        config, ranks, device, precision, run_dir, model, forward, objective, optimizer,
         precision.scaler(device), None, feed, test_images,
         prepare_fixed(model.likelihood, test_images, TEST_PREPARE_SEED), {},
     )  # fmt: skip

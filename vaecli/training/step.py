@@ -13,9 +13,11 @@ from vaecli.errors import VaeError
 from vaecli.models import Elbo, Terms
 from vaecli.objectives import Objective, Progress
 from vaecli.objectives.base import describe
+from vaecli.training.feeding import Batch
 
 if TYPE_CHECKING:
     from vaecli.distributed import Ranks
+    from vaecli.models import LatentVariableModel
     from vaecli.precision import Precision
     from vaecli.training.run import TrainingRun
 
@@ -58,25 +60,38 @@ def check_objective(
         model.train(was_training)
 
 
+class BatchForward(torch.nn.Module):
+    """A step's forward pass from its batch: the images gathered, prepared by the likelihood
+    (binarised, dequantised), the noise drawn, and this rank's part through ``net`` (the model,
+    or the model in DDP). The whole batch's noise, ``noise_dim`` standard-normal numbers per draw
+    (the model's ``noise_dim()``), is drawn on every rank (the same numbers); each rank runs its
+    part. One module, so that a step compiled on CUDA holds all of it in one graph
+    (``compiling.py``)."""
+
+    def __init__(self, net: torch.nn.Module, model: LatentVariableModel, objective: Objective,
+                 ranks: Ranks, precision: Precision) -> None:  # fmt: skip
+        super().__init__()
+        self.net, self.likelihood = net, model.likelihood
+        self.noise_dim, self.ranks, self.precision = model.noise_dim(), ranks, precision
+        self.samples, self.weights, self.dreg = objective.samples, objective.weights, objective.dreg
+
+    def forward(self, source: torch.Tensor, indices: torch.Tensor | None) -> Terms:
+        """The terms of this rank's part of the batch ``Batch(source, indices)``."""
+        x = self.likelihood.prepare(Batch(source, indices).images())
+        n = x.shape[0]
+        eps = torch.randn((n, self.noise_dim) if self.samples == 1 else (n, self.samples, self.noise_dim),
+                          device=x.device)  # fmt: skip
+        part = self.ranks.shard(n)
+        with self.precision.autocast(x.device):
+            return self.net(x[part], eps[part], weights=self.weights, dreg=self.dreg)
+
+
 def forward_loss(
-    net: torch.nn.Module,
-    objective: Objective,
-    x: torch.Tensor,
-    ranks: Ranks,
-    device: torch.device,
-    precision: Precision,
-    noise_dim: int,
-    progress: Progress | None,
+    forward: torch.nn.Module, objective: Objective, batch: Batch, progress: Progress | None
 ) -> tuple[torch.Tensor, Terms]:
-    """This rank's part of a batch: the loss per image and the terms. The whole batch's noise,
-    ``noise_dim`` standard-normal numbers per draw (the model's ``noise_dim()``), is drawn on every
-    rank (the same numbers); each rank computes the loss of its part."""
-    samples = objective.samples
-    shape = (x.shape[0], noise_dim) if samples == 1 else (x.shape[0], samples, noise_dim)
-    eps = torch.randn(shape, device=device)
-    part = ranks.shard(x.shape[0])
-    with precision.autocast(device):
-        terms = net(x[part], eps[part], weights=objective.weights, dreg=objective.dreg)
+    """This rank's part of ``batch`` through ``forward`` (a :class:`BatchForward`, perhaps
+    compiled): the objective's loss per image (float32), and the terms."""
+    terms = forward(batch.source, batch.indices)
     return objective_loss(objective, terms, progress or START).float(), terms
 
 
@@ -199,27 +214,17 @@ def model_parts(run: TrainingRun) -> str:
     return ", ".join(registry.BY_KIND[kind].describe(name) for kind, name in parts)
 
 
-def train_step(run: TrainingRun, guard: NanGuard, images: torch.Tensor, epoch: int, step: int) -> None:
-    """Train on the batch ``images`` (uint8, on the device): step ``step`` of ``epoch``. Nothing
-    here waits for the device (the guard reads it now and then)."""
-    x = run.model.likelihood.prepare(images)
-    ranks = run.ranks
-    loss, terms = forward_loss(
-        run.net,
-        run.objective,
-        x,
-        ranks,
-        run.device,
-        run.precision,
-        run.model.noise_dim(),
-        run.progress(epoch, step),
-    )
+def train_step(run: TrainingRun, guard: NanGuard, batch: Batch, epoch: int, step: int) -> None:
+    """Train on ``batch``: step ``step`` of ``epoch``. Nothing here waits for the device (the
+    guard reads it now and then)."""
+    ranks, size = run.ranks, batch.size
+    loss, terms = forward_loss(run.forward, run.objective, batch, run.progress(epoch, step))
     part_loss = loss.sum()
     elbo = terms.elbo()
     elbo_sum = elbo.elbo.float().sum()
     optimizer = run.optimizer
     optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(part_loss * (ranks.world_size / x.shape[0])).backward()  # DDP averages over ranks
+    run.scaler.scale(part_loss * (ranks.world_size / size)).backward()  # DDP averages over ranks
     run.scaler.unscale_(optimizer)
     within = run.limit.apply() if run.limit is not None else None
     counted = guard.decide(part_loss, elbo_sum, elbo, epoch, step, within)
@@ -229,7 +234,7 @@ def train_step(run: TrainingRun, guard: NanGuard, images: torch.Tensor, epoch: i
         run.average.update()
     sums = [part_loss, -elbo_sum, -elbo.reconstruction.float().sum(), elbo.kl.float().sum()]
     outlier = None if within is None else counted & ~within
-    run.count_step(torch.stack(sums).detach(), counted, x.shape[0], outlier)
+    run.count_step(torch.stack(sums).detach(), counted, size, outlier)
     if run.scheduler is not None:
         with warnings.catch_warnings():  # a skipped step still moves the schedule on, as resume does
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
