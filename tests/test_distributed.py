@@ -315,6 +315,42 @@ def test_a_step_compiled_whole_gathers_binarises_and_draws_the_noise_as_eager_do
     assert eps.shape == ((64, 3) if objective == "elbo" else (64, 4, 3))
 
 
+WHOLE_STEP_PARTS = {
+    "bernoulli": {},
+    "gaussian-learned": {"likelihood": "gaussian", "likelihood_options": {"sigma": "learned"}},
+    "gaussian-pixel": {"likelihood": "gaussian", "likelihood_options": {"sigma": "pixel"}},
+    "categorical": {"likelihood": "categorical", "likelihood_options": {"bins": 16}},
+    "vamp": {"prior": "vamp", "prior_options": {"k": 10}},
+    "mog": {"prior": "mog", "prior_options": {"k": 3}},
+    "conv": {"architecture": "conv"},
+    "hierarchical-dense": {"model": "hierarchical", "model_options": {"cells": "dense", "groups": "1,1"}},
+    "hierarchical-conv": {"model": "hierarchical", "model_options": {"groups": "1,1", "width": 8}},
+}
+
+
+@pytest.mark.parametrize("parts", WHOLE_STEP_PARTS.values(), ids=WHOLE_STEP_PARTS.keys())
+@pytest.mark.parametrize("objective, options, precision", [("elbo", {}, "32"), ("iwae", {"k": "3"}, "bf16")])
+def test_the_whole_forward_pass_is_one_graph_for_every_built_in_part(parts, objective, options, precision):
+    # What CUDA compiles whole (compiling.batch_in_graph) traces as one graph, with no break: a
+    # break would end the CUDA graph there and run what follows kernel by kernel. (torch's
+    # dynamo alone, no compiler: a tenth of a second each.)
+    from vaecli.models import ModelSpec, build_model
+    from vaecli.objectives import build_objective
+    from vaecli.training.step import BatchForward
+
+    model = build_model(ModelSpec(input_shape=(1, 28, 28), latent_dim=4, **parts))
+    chosen = build_objective(
+        objective, {**options, "dreg": str(model.supports_dreg).lower()} if options else {}
+    )
+    forward = BatchForward(model, model, chosen, Ranks(), choose_precision(precision, torch.device("cpu")))
+    images = torch.randint(
+        0, 256, (50, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(forward)(images, torch.arange(20))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
 @pytest.mark.slow
 def test_a_training_run_compiled_whole_matches_eager_and_resumes_exactly(mnist_root, tmp_path, monkeypatch):
     # The whole step in one graph (CUDA's choice) forced on the CPU: one graph per batch size and
