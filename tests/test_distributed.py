@@ -352,7 +352,10 @@ def test_the_whole_forward_pass_is_one_graph_for_every_built_in_part(parts, obje
 
 
 @pytest.mark.slow
-def test_a_training_run_compiled_whole_matches_eager_and_resumes_exactly(mnist_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stream", ["off", "on"])  # (streamed: the batch gathered on the host)
+def test_a_training_run_compiled_whole_matches_eager_and_resumes_exactly(
+    mnist_root, tmp_path, monkeypatch, stream
+):
     # The whole step in one graph (CUDA's choice) forced on the CPU: one graph per batch size and
     # no graph breaks, the weights of eager training (the dequantising noise and the latent noise
     # drawn by torch's own kernels), and a run cut mid-epoch resumes to the weights of a straight one.
@@ -366,6 +369,7 @@ def test_a_training_run_compiled_whole_matches_eager_and_resumes_exactly(mnist_r
         "batch_size": 96,
         "likelihood": "gaussian",
         "likelihood_options": {"sigma": "pixel"},
+        "stream": stream,
     }
     torch._dynamo.reset()
     counters.clear()
