@@ -121,8 +121,9 @@ def test_a_compiled_step_on_cuda_replays_graphs_and_waits_for_nothing(mnist_root
     # and its backward are CUDA graph replays, so none of their ops is dispatched one by one, and
     # no scalar is read back from the device.
     from test_step_waits import ProfileSteps, _waits
+    from torch.profiler import ProfilerActivity
 
-    probe = ProfileSteps(3, 7)
+    probe = ProfileSteps(3, 7, (ProfilerActivity.CPU, ProfilerActivity.CUDA))  # (CUDA: runtime calls)
     steps = {**TINY, "limit_train": 10 * TINY["batch_size"]}  # (one batch size: no second graph)
     train(small_config(mnist_root, tmp_path / "run", device=device, compile=True, **steps), probe)
     counts = collections.Counter(event.name for event in probe.profiler.events())

@@ -37,8 +37,8 @@ class ProfileSteps(Callback):
     count the calls of the tensor methods that read a value back to Python (``.tolist()`` of a
     CPU tensor is no profiled op)."""
 
-    def __init__(self, first: int, last: int) -> None:
-        self.first, self.last = first, last
+    def __init__(self, first: int, last: int, activities: tuple = (ProfilerActivity.CPU,)) -> None:
+        self.first, self.last, self.activities = first, last, list(activities)
         self.reads: collections.Counter[str] = collections.Counter()
         self.steps = 0
         self.originals: dict[str, object] = {}
@@ -54,7 +54,7 @@ class ProfileSteps(Callback):
 
     def on_step(self, step: int) -> None:
         if step == self.first:
-            self.profiler = profile(activities=[ProfilerActivity.CPU])
+            self.profiler = profile(activities=self.activities)
             self.profiler.__enter__()
             self.originals = {name: getattr(torch.Tensor, name) for name in READS}
             for name in READS:
