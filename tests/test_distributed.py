@@ -384,6 +384,18 @@ def test_a_training_run_compiled_whole_matches_eager_and_resumes_exactly(
     assert all(torch.equal(x[k], y[k]) for k in x)
 
 
+@pytest.mark.slow
+def test_a_quiet_compiled_run_prints_its_folder_and_nothing_else(mnist_root, tmp_path):
+    # (torch's compiler warns "No CUDA runtime is found" on a machine without a GPU: vae keeps
+    # that line off a quiet run's stderr)
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "vaecli", *TRAIN, "--epochs", "1", "--compile", "--out", str(out)]
+    env = {**os.environ, "VAECLI_DATA_DIR": str(mnist_root)}
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout, done.stderr) == (f"{out}\n", "")
+
+
 def test_compile_without_a_cpp_compiler_fails_before_writing_anything(mnist_root, tmp_path):
     # torch.compile needs a C++ compiler on the CPU. Without one (CXX naming none), --compile fails
     # with one line, exit 1, no run folder, and an old run given --force is still there, intact.

@@ -3,6 +3,7 @@ binarisation and noise, and CUDA graphs, on CUDA), and compile it before trainin
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,6 +18,15 @@ if TYPE_CHECKING:
     from vaecli.objectives import Objective
     from vaecli.precision import Precision
     from vaecli.training.feeding import DeviceFeed, StreamedFeed
+
+
+class _NoCudaRuntimeNote(logging.Filter):
+    """Drops torch's "No CUDA runtime is found" warning, which its compiler logs on building CPU
+    kernels where torch has CUDA libraries but the machine no GPU: nothing a CPU run can act on,
+    and a line on the stderr of ``vae train -q --compile``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No CUDA runtime is found" not in record.getMessage()
 
 
 def batch_in_graph(device: torch.device, ranks: Ranks) -> bool:
@@ -60,6 +70,9 @@ def make_forward(
 
     if not compiled:
         return BatchForward(net, model, objective, ranks, precision)
+    cpp_extension_log = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _NoCudaRuntimeNote) for f in cpp_extension_log.filters):
+        cpp_extension_log.addFilter(_NoCudaRuntimeNote())
     options = compile_options(device)
     if batch_in_graph(device, ranks):
         return torch.compile(BatchForward(net, model, objective, ranks, precision), dynamic=False,
