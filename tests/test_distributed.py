@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -25,6 +26,8 @@ from vaecli.distributed import Ranks
 from vaecli.errors import UsageError, VaeError
 from vaecli.precision import choose_precision
 from vaecli.train import TrainingInterrupted, train
+from vaecli.training.compiling import DREG_COMPILES
+from vaecli.training.step import START
 
 # An uneven batch: 1000 images give 30 batches of 33 and one of 10; two ranks take 16 + 17 of each.
 TRAIN = ["train", "--epochs", "2", "--limit-train", "1000", "--limit-test", "200", "--hidden", "64"]
@@ -342,6 +345,8 @@ def test_the_whole_forward_pass_is_one_graph_for_every_built_in_part(parts, obje
     chosen = build_objective(
         objective, {**options, "dreg": str(model.supports_dreg).lower()} if options else {}
     )
+    if chosen.dreg and not DREG_COMPILES:
+        pytest.skip(f"torch {torch.__version__} cannot compile DReG (vae train --compile says so)")
     forward = BatchForward(model, model, chosen, Ranks(), choose_precision(precision, torch.device("cpu")))
     images = torch.randint(
         0, 256, (50, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
@@ -430,3 +435,38 @@ def test_ranks_free_ddp_before_leaving_the_process_group(mnist_root, tmp_path, s
     stderr = stop_with_sigterm(args, out, mnist_root)
     assert "SIGTERM: stopped at epoch" in stderr, stderr
     assert "outlived the process group" not in stderr and "terminate called" not in stderr, stderr
+
+
+def test_compiled_gradients_equal_eager_ones():
+    # The model's forward and backward through torch's compiler (its graphs, without generating
+    # kernels: a second) give eager's gradients (torch 2.11's lost the in-place ELU's; DReG's are
+    # test_objectives.py's).
+    from vaecli.models import ModelSpec, build_model
+    from vaecli.objectives import build_objective
+
+    chosen = build_objective("elbo", {})
+    torch.manual_seed(0)
+    spec = ModelSpec(input_shape=(1, 28, 28), latent_dim=4, architecture_options={"hidden": "32"})
+    eager = build_model(spec)
+    compiled = copy.deepcopy(eager)
+    x = (torch.rand(20, 1, 28, 28) < 0.3).float()
+    eps = torch.randn((20, 4) if chosen.samples == 1 else (20, chosen.samples, 4))
+    torch._dynamo.reset()
+    grads = []
+    for model, net in ((eager, eager), (compiled, torch.compile(compiled, backend="aot_eager"))):
+        terms = net(x, eps, weights=chosen.weights, dreg=chosen.dreg)
+        chosen.loss(terms, START).sum().backward()
+        grads.append({name: p.grad for name, p in model.named_parameters()})
+    for name, grad in grads[0].items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_compiling_dreg_where_torch_cannot_is_one_line_before_writing_anything(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("vaecli.training.compiling.DREG_COMPILES", False)
+    out = tmp_path / "r"
+    args = [*TRAIN, "--compile", "--iw-samples", "3", "--objective-opt", "dreg=true", "--out", str(out)]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "cannot compile DReG" in err and "without --compile" in err, err
+    assert not out.exists()

@@ -107,6 +107,8 @@ class Bernoulli(Likelihood):
     def prepare(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         # Exactly bernoulli(pixel / 255): with U uniform on {0, ..., 254}, P(U < v) = v / 255.
         u = uniform_bytes_below_255(images.shape, generator, images.device)
+        if torch.compiler.is_compiling():  # (fused there; torch 2.11's compiler cannot view bool as uint8)
+            return (u < images).float()
         return (u < images).view(torch.uint8).float()  # via uint8: bool -> float is a slow CPU cast
 
     def encoder_input(self, images: torch.Tensor) -> torch.Tensor:

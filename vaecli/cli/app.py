@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings(), _signals_stop():
             warnings.simplefilter("default")
+            # torch 2.11 warns of its own deprecated jit on compiling: not the user's to act on.
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.script_method` is deprecated")
             warnings.showwarning = _show_warning
             result = command.main(args=argv, prog_name="vae", standalone_mode=False)
         return result if isinstance(result, int) else 0

@@ -29,6 +29,11 @@ class _NoCudaRuntimeNote(logging.Filter):
         return "No CUDA runtime is found" not in record.getMessage()
 
 
+#: Whether torch's compiler takes DReG's gradient hook (models/vae.py): torch 2.11's builds a broken
+#: graph (UnboundLocalError), or outside it a backward whose gradient is None; 2.14's is right.
+DREG_COMPILES = torch.__version__ >= "2.14"
+
+
 def batch_in_graph(device: torch.device, ranks: Ranks) -> bool:
     """Whether a compiled step holds its batch's gather, binarisation and noise in its graph, with
     the forward pass: on CUDA, where the graph is captured and replayed in one launch (what stayed
@@ -70,6 +75,11 @@ def make_forward(
 
     if not compiled:
         return BatchForward(net, model, objective, ranks, precision)
+    if objective.dreg and not DREG_COMPILES:
+        raise VaeError(
+            f"--compile: torch {torch.__version__} cannot compile DReG's gradients (torch 2.14 can); "
+            "train without --compile, or with the objective's dreg false"
+        )
     cpp_extension_log = logging.getLogger("torch.utils.cpp_extension")
     if not any(isinstance(f, _NoCudaRuntimeNote) for f in cpp_extension_log.filters):
         cpp_extension_log.addFilter(_NoCudaRuntimeNote())
