@@ -66,6 +66,14 @@ def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
     print(f"vae: warning: {one_line(str(message))}", file=sys.stderr)
 
 
+def _warnings_as_lines() -> None:
+    """Each warning once, as one ``vae: warning:`` line (inside ``warnings.catch_warnings``)."""
+    warnings.simplefilter("default")
+    # torch 2.11 warns of its own deprecated jit on compiling: not the user's to act on.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script_method` is deprecated")
+    warnings.showwarning = _show_warning
+
+
 @contextlib.contextmanager
 def _signals_stop() -> Iterator[None]:
     """While a command runs, Ctrl-C and SIGTERM raise :class:`Stopped` (exit 130 or 143, one line),
@@ -163,10 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = lambda: os.environ.get(DEBUG_ENV, "") not in ("", "0")  # noqa: E731
     try:
         with warnings.catch_warnings(), _signals_stop():
-            warnings.simplefilter("default")
-            # torch 2.11 warns of its own deprecated jit on compiling: not the user's to act on.
-            warnings.filterwarnings("ignore", message=r"`torch\.jit\.script_method` is deprecated")
-            warnings.showwarning = _show_warning
+            _warnings_as_lines()
             result = command.main(args=argv, prog_name="vae", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except click_exceptions.UsageError as exc:
