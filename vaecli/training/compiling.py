@@ -78,7 +78,7 @@ def make_forward(
     if objective.dreg and not DREG_COMPILES:
         raise VaeError(
             f"--compile: torch {torch.__version__} cannot compile DReG's gradients (torch 2.14 can); "
-            "train without --compile, or with the objective's dreg false"
+            "train without --compile, or with --objective-opt dreg=false"
         )
     cpp_extension_log = logging.getLogger("torch.utils.cpp_extension")
     if not any(isinstance(f, _NoCudaRuntimeNote) for f in cpp_extension_log.filters):
