@@ -90,16 +90,18 @@ def test_tensorboard_event_files_hold_metrics_loss_pictures_and_config(mnist_roo
     assert "likelihood: bernoulli" in config and "objective: elbo" in config
 
 
+@pytest.mark.parametrize("option", ["--log", "--callback"])
 def test_tensorboard_missing_is_one_line_before_anything_is_written(
-    mnist_root, tmp_path, monkeypatch, capsys
+    option, mnist_root, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard now raises ImportError
     code = main(
-        ["train", *TINY, "--data-dir", str(mnist_root), "--log", "tensorboard", "--out", str(tmp_path / "r")]
+        ["train", *TINY, "--data-dir", str(mnist_root), option, "tensorboard", "--out", str(tmp_path / "r")]
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
-    assert "needs the tensorboard package" in err[0] and "pip install 'vaecli[tensorboard]'" in err[0]
+    assert "tensorboard callback (--log or --callback tensorboard) needs the tensorboard package" in err[0]
+    assert "pip install 'vaecli[tensorboard]'" in err[0]
     assert not (tmp_path / "r").exists()
 
 

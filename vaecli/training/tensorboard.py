@@ -26,8 +26,8 @@ def summary_writer_class() -> Any:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise VaeError(
-            "--log tensorboard needs the tensorboard package, which is not installed: "
-            "pip install 'vaecli[tensorboard]'"
+            "the tensorboard callback (--log or --callback tensorboard) needs the tensorboard package, "
+            "which is not installed: pip install 'vaecli[tensorboard]'"
         ) from None
     return SummaryWriter
 
