@@ -4,6 +4,7 @@ type them."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -264,6 +265,24 @@ def test_omniglot_loads_burdas_file_upright(tmp_path):
     assert torch.equal(
         load_dataset("omniglot", "test", {"download": "false"}, tmp_path).images[:, 0], expected
     )
+
+
+@pytest.mark.parametrize("name", ["svhn", "omniglot"])
+def test_without_scipy_a_mat_dataset_says_so_before_it_downloads(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "scipy", None)  # import scipy now raises ImportError
+    monkeypatch.setitem(sys.modules, "scipy.io", None)
+    data = tmp_path / "data"
+    data.mkdir()
+    likelihood = {"svhn": "gaussian", "omniglot": "bernoulli"}[name]  # (so no note comes before the error)
+    argv = ["train", "--data", name, "--likelihood", likelihood, "--data-dir", str(data),
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"vae: error: dataset '{name}' reads .mat files with scipy, which is not installed: "
+        "pip install 'vaecli[datasets]'"
+    ]
+    assert list(data.iterdir()) == [] and not (tmp_path / "run").exists()
 
 
 # --- celeba: the aligned JPEGs and the partition file --------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from vaecli.datasets.base import ImageData, check_split, fetch, fixed_shape
-from vaecli.datasets.matfiles import read_mat
+from vaecli.datasets.matfiles import read_mat, require_scipy
 from vaecli.errors import VaeError
 from vaecli.options import as_bool
 
@@ -25,6 +25,7 @@ def omniglot(root: Path, split: str, download: bool | str = True) -> ImageData:
     column of the file is one image of 784 values stored column by column; here they are 28x28
     uint8 images, upright, with the alphabet as the label."""
     check_split("omniglot", split)
+    require_scipy("omniglot")
     fetch_it = as_bool(download, "download")
     where = Path(root) / FOLDER
     if not (where / FILE).is_file():

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from vaecli.datasets.base import ImageData, check_split, fetch, fixed_shape
-from vaecli.datasets.matfiles import read_mat
+from vaecli.datasets.matfiles import read_mat, require_scipy
 from vaecli.errors import VaeError
 from vaecli.options import as_bool
 from vaecli.suggestions import suggest_colour
@@ -21,6 +21,7 @@ def svhn(root: Path, split: str, download: bool | str = True) -> ImageData:
     """SVHN from ``root/SVHN`` (torchvision downloads it there when missing, and checks its
     checksum): 73,257 training and 26,032 test images."""
     check_split("svhn", split)
+    require_scipy("svhn")
     fetch_it = as_bool(download, "download")
     where = Path(root) / FOLDER
     name = f"{split}_32x32.mat"
