@@ -101,6 +101,28 @@ def test_two_gloo_processes_through_torchrun_equal_one_process(mnist_root, tmp_p
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in single.iterdir())
 
 
+def test_what_c_code_prints_while_joining_the_group_goes_to_stderr():
+    """The gloo of torch 2.8 prints its connection report on file descriptor 1 (C++ stdio, which a
+    pipe buffers); here C's printf stands in for it, so the test holds on any torch."""
+    program = (
+        "import ctypes, os\n"
+        "from vaecli.distributed import printed_to_stderr\n"
+        "libc = ctypes.CDLL(None)\n"
+        "with printed_to_stderr():\n"
+        "    libc.printf(b'[Gloo] Rank 0 is connected\\n')\n"  # buffered: flushed before fd 1 is back
+        "    os.write(1, b'raw write\\n')\n"
+        "    print('python print', flush=True)\n"
+        "print('/runs/result')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # (it unbuffers C's stdout too)
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "/runs/result\n"
+    assert sorted(done.stderr.splitlines()) == ["[Gloo] Rank 0 is connected", "python print", "raw write"]
+
+
 @pytest.mark.slow
 def test_two_processes_streaming_a_cached_folder_equal_one_process(mnist_root, tmp_path):
     """Under torchrun every rank streams the same block shuffle of the cache file (each gathers

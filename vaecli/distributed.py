@@ -8,9 +8,12 @@ gradients over ranks, so the update equals a single process's on the whole batch
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -82,7 +85,45 @@ def start(ranks: Ranks, device: torch.device) -> None:
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    with printed_to_stderr():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
+@contextmanager
+def printed_to_stderr() -> Iterator[None]:
+    """What C++ code prints on file descriptor 1 goes to 2 while inside: stdout carries results only,
+    and the gloo of torch 2.8 prints "[Gloo] Rank 0 is connected to 1 peer ranks..." there."""
+    sys.stdout.flush()
+    saved = _stdout_moved_to_stderr()
+    try:
+        yield
+    finally:
+        if saved is not None:
+            _flush_c_stdio()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _stdout_moved_to_stderr() -> int | None:
+    """Point file descriptor 1 at 2; a copy of the old 1, or None when either is closed."""
+    try:
+        saved = os.dup(1)
+    except OSError:
+        return None
+    try:
+        os.dup2(2, 1)
+    except OSError:
+        os.close(saved)
+        return None
+    return saved
+
+
+def _flush_c_stdio() -> None:
+    """Flush C's stdio buffers (std::cout goes through them), so nothing printed inside comes out later."""
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # (no C library to ask, as on Windows)
+        pass
 
 
 def stop(ranks: Ranks) -> None:
