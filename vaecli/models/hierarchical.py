@@ -296,7 +296,8 @@ class HierarchicalVAE(LatentVariableModel):
         )
 
     def _as_map(self, flat: torch.Tensor, index: int) -> torch.Tensor:
-        return flat.reshape(flat.shape[0], self.latent, *self.group_sizes[index])
+        # (unflatten, not a reshape naming the batch: torch 2.9's export then guards batch != 1)
+        return flat.unflatten(1, (self.latent, *self.group_sizes[index]))
 
     def top_down(
         self,
