@@ -64,7 +64,11 @@ def test_a_copy_installed_from_the_wheel_trains_and_samples(wheel, mnist_root, t
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True)  # fmt: skip
     assert Path(where.stdout.strip()).is_relative_to(target)
     listing = json.loads(vae("plugins", "--json").stdout)
-    assert all(e["loaded"] for kind in listing.values() for e in kind if e["distribution"] == "vaecli")
+    loaded = {
+        e["name"] for kind in listing.values() for e in kind if e["distribution"] == "vaecli" and e["loaded"]
+    }
+    declared = {e.name for e in metadata.distribution("vaecli").entry_points if e.group.startswith("vaecli.")}
+    assert loaded == declared and "mnist" in loaded  # every built-in part, loaded from the installed copy
     trained = vae("train", "--data", "mnist", "--epochs", "1", "--limit-train", "500", "--limit-test", "100",
                   "--hidden", "16", "--latent-dim", "2", "-q", "--out", "run")  # fmt: skip
     assert trained.returncode == 0, trained.stderr
