@@ -115,6 +115,31 @@ def test_a_vamp_prior_on_the_top_group_is_a_mixture_of_the_top_groups_posteriors
     )
 
 
+def test_decoding_a_vamp_topped_hierarchy_never_runs_the_encoder():
+    """The top prior's density is wanted only when scoring codes: a VampPrior's is the encoder run
+    on its K pseudo-inputs, which made each decode K images of bottom-up work (and so vae eval's
+    memory estimate, measured on one decode, chose 12 samples at a time instead of thousands).
+    Sampling runs it once, for the mixture's components."""
+    from vaecli.evaluation import default_samples_at_once
+
+    options = {"cells": "dense", "groups": "1,1", "latent": 2, "width": 8}
+    spec = ModelSpec(input_shape=(1, 6, 6), latent_dim=0, model="hierarchical", prior="vamp",
+                     prior_options={"k": 300}, model_options=options)  # fmt: skip
+    model = build_model(spec).double()
+    stem_rows: list[int] = []
+    model.stem.register_forward_hook(lambda module, inputs, output: stem_rows.append(inputs[0].shape[0]))
+    with torch.no_grad():
+        model.decode(torch.randn(3, model.latent_dim, dtype=torch.float64))
+        assert stem_rows == []
+        model.sample_prior(3, torch.Generator().manual_seed(0))
+        assert stem_rows == [300]
+        model.log_prior(torch.randn(3, model.latent_dim, dtype=torch.float64))  # scoring runs it
+    assert stem_rows == [300, 300]
+    normal = build_model(ModelSpec(input_shape=(1, 6, 6), latent_dim=0, model="hierarchical",
+                                   model_options=options))  # fmt: skip
+    assert default_samples_at_once(model.float(), (1, 6, 6)) == default_samples_at_once(normal, (1, 6, 6))
+
+
 def test_ancestral_samples_follow_each_groups_prior_and_its_temperature():
     model = tiny(groups="1,1", latent=1)
     z = model.sample_prior(20000, torch.Generator().manual_seed(0), [1.0, 0.5])
@@ -451,26 +476,65 @@ def test_clipping_scales_the_gradients_down_to_the_norm_and_keeps_their_directio
     assert GradientLimit(params, clip=None, skip=None).apply() is None
 
 
-def test_a_skip_threshold_below_every_norm_skips_every_update_and_counts_them(mnist_root, tmp_path):
-    from vaecli.modelfile import load_model
-    from vaecli.train import TrainConfig, train
-    from vaecli.training.run import build_run_model, complete_config, load_split
+def _skipping_config(mnist_root, out, epochs: int = 1, grad_skip: float = 1e-9):
+    from vaecli.train import TrainConfig
 
-    config = TrainConfig(
-        data_dir=str(mnist_root), epochs=1, limit_train=1000, limit_test=100, batch_size=250,
-        model="hierarchical",
-        model_options={"cells": "dense", "groups": "1,1", "width": "16", "latent": "2"}, grad_skip=1e-9,
-        device="cpu", out=str(tmp_path / "run"),
+    return TrainConfig(
+        data_dir=str(mnist_root), epochs=epochs, limit_train=1000, limit_test=100, batch_size=250,
+        model="hierarchical", model_options={"cells": "dense", "groups": "1,1", "width": "16", "latent": "2"},
+        grad_skip=grad_skip, device="cpu", out=str(out),
     )  # fmt: skip
-    rows = train(config).metrics
-    assert (
-        rows[0]["outlier_steps"] == 4 and "skipped_steps" not in rows[0]
-    )  # (finite steps, not counted as NaN)
-    trained, _ = load_model(tmp_path / "run")
-    config = complete_config(config, tell=False)
-    untouched = build_run_model(config, load_split(config, "train"), None)
-    for (name, a), b in zip(trained.state_dict().items(), untouched.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+
+
+def test_a_skip_threshold_below_every_norm_stops_the_run_after_its_first_epoch(mnist_root, tmp_path):
+    from vaecli.errors import VaeError
+    from vaecli.train import train
+
+    with pytest.raises(VaeError) as caught:
+        train(_skipping_config(mnist_root, tmp_path / "run"))
+    assert str(caught.value).startswith(
+        "every update of epoch 1 was skipped: the gradient's norm passed --grad-skip 1e-09 at all 4 steps"
+    )
+    assert not (tmp_path / "run").exists()  # nothing learned, nothing kept
+
+
+class DivergesAt:
+    """From epoch ``epoch`` on, every gradient passes the skip threshold, as a diverged model's do."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch, self.run = epoch, None
+
+    def on_train_start(self, run) -> None:
+        self.run = run
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        if epoch == self.epoch:
+            self.run.limit.skip = 1e-9
+
+
+def test_a_run_whose_every_update_is_skipped_stops_and_keeps_the_epochs_before(mnist_root, tmp_path):
+    """A diverged model's gradients all pass --grad-skip: the run would go on for its remaining
+    epochs without changing a weight. It stops at the end of the first such epoch instead."""
+    from vaecli.errors import VaeError
+    from vaecli.modelfile import load_model
+    from vaecli.train import train
+
+    with pytest.raises(VaeError, match="every update of epoch 2 was skipped"):
+        train(_skipping_config(mnist_root, tmp_path / "run", epochs=4, grad_skip=1e7), DivergesAt(2))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1] and rows[0]["outlier_steps"] == 0
+    load_model(tmp_path / "run")  # epoch 1's model file is whole
+
+
+def test_the_outlier_check_counts_only_an_epoch_of_nothing_but_outliers():
+    from vaecli.errors import VaeError
+    from vaecli.training.stabilisers import GradientLimit
+
+    limit = GradientLimit([], clip=None, skip=10.0)
+    limit.check_epoch(3, outliers=156, steps=157)  # one update applied: it still learns
+    with pytest.raises(VaeError, match="every update of epoch 3 was skipped"):
+        limit.check_epoch(3, outliers=157, steps=157)
+    GradientLimit([], clip=1.0, skip=None).check_epoch(3, outliers=0, steps=157)  # no skipping at all
 
 
 def test_the_moving_average_follows_the_weights_with_its_decay():

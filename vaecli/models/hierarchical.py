@@ -308,12 +308,15 @@ class HierarchicalVAE(LatentVariableModel):
         temperatures: Sequence[float] | None = None,
         weights: bool = False,
         repeats: int = 1,
+        score: bool = False,
     ) -> Draw:
         """The top-down pass for n rows, either from the posterior (``features`` of n / ``repeats``
         images, each image's draws ``repeats`` consecutive rows, and ``eps`` (n, noise_dim):
         z_l = mu_q + sigma_q eps_l) or from ``codes`` (n, width), the values of the top
         m groups (any m: a prefix of a code): the groups below take their prior means, or with
-        ``temperatures`` and ``eps``, z_l = mu_p + T_l sigma_p eps_l (ancestral sampling)."""
+        ``temperatures`` and ``eps``, z_l = mu_p + T_l sigma_p eps_l (ancestral sampling). ``score``
+        adds log p(z_l | z_<l) of the given codes: off for decoding and sampling, where a learned
+        top prior's density (a VampPrior runs the encoder on its K pseudo-inputs) is not wanted."""
         h = self.start.expand(n, *self.start.shape[1:])
         noise = eps.split(self.dims, dim=1) if eps is not None else None
         given = self.split_prefix(codes) if codes is not None else []
@@ -331,9 +334,10 @@ class HierarchicalVAE(LatentVariableModel):
                 z = self._posterior_draw(group, h, a, repeats, noise[index], index, draw, weights, prior)
             elif index < len(given):
                 z = self._as_map(given[index], index)
-                top = prior is None
-                draw.log_prior.append(self.prior.log_prob(given[index]) if top else
-                                      log_density(z, *prior).flatten(1).sum(-1))  # fmt: skip
+                if score:
+                    top = prior is None
+                    draw.log_prior.append(self.prior.log_prob(given[index]) if top else
+                                          log_density(z, *prior).flatten(1).sum(-1))  # fmt: skip
             elif temperatures is not None and noise is not None:
                 z = prior[0] + temperatures[index] * torch.exp(0.5 * prior[1]) * self._as_map(
                     noise[index], index
@@ -365,7 +369,7 @@ class HierarchicalVAE(LatentVariableModel):
         """log p(z_l | z_<l) of every group for whole codes z (n, latent_dim): (n, L)."""
         if z.shape[-1] != self.latent_dim:
             raise VaeError(f"log_prior takes whole codes of {self.latent_dim} numbers, got {z.shape[-1]}")
-        return torch.stack(self.top_down(z.shape[0], codes=z).log_prior, dim=-1)
+        return torch.stack(self.top_down(z.shape[0], codes=z, score=True).log_prior, dim=-1)
 
     def _posterior_draw(self, group: Group, h: torch.Tensor, a: torch.Tensor, repeats: int, eps: torch.Tensor,
                         index: int, draw: Draw, weights: bool,
