@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import torch
 
+from vaecli.errors import VaeError
+
 
 class GradientLimit:
     """The gradients' global L2 norm, taken on the device after backward: above ``skip`` the
@@ -37,6 +39,18 @@ class GradientLimit:
             factor = (self.clip / (norm + 1e-6)).clamp(max=1.0)
             torch._foreach_mul_(grads, factor.to(grads[0].dtype))
         return None if self.skip is None else norm <= self.skip
+
+    def check_epoch(self, epoch: int, outliers: int, steps: int) -> None:
+        """Fail when every update of ``epoch`` was skipped: the model no longer changes, so the
+        run would spend its remaining epochs on nothing (a diverged model, whose every gradient
+        passes the threshold, or a threshold below the model's usual norms)."""
+        if self.skip is not None and steps > 0 and outliers >= steps:
+            raise VaeError(
+                f"every update of epoch {epoch} was skipped: the gradient's norm passed --grad-skip "
+                f"{self.skip:g} at all {steps} steps, so the model has stopped learning (it diverged, or "
+                "the threshold is below its usual norms); train again with a lower --lr or a higher "
+                "--grad-skip"
+            )
 
 
 class WeightAverage:
