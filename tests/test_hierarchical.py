@@ -535,6 +535,9 @@ def test_the_outlier_check_counts_only_an_epoch_of_nothing_but_outliers():
     with pytest.raises(VaeError, match="every update of epoch 3 was skipped"):
         limit.check_epoch(3, outliers=157, steps=157)
     GradientLimit([], clip=1.0, skip=None).check_epoch(3, outliers=0, steps=157)  # no skipping at all
+    with pytest.raises(VaeError, match="at 100 of its 157 steps and the others were non-finite"):
+        limit.check_epoch(3, outliers=100, steps=157, non_finite=57)  # (--on-nan skip took the rest)
+    limit.check_epoch(3, outliers=100, steps=157, non_finite=56)
 
 
 def test_the_moving_average_follows_the_weights_with_its_decay():

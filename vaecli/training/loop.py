@@ -47,7 +47,7 @@ def run_epoch(run: TrainingRun, guard: NanGuard, callbacks: Callbacks, epoch: in
     totals = run.epoch_totals()
     guard.check_epoch(epoch)
     if run.limit is not None:
-        run.limit.check_epoch(epoch, run.position.outliers, run.steps_per_epoch)
+        run.limit.check_epoch(epoch, run.position.outliers, run.steps_per_epoch, run.position.skipped)
     seconds = run.epoch_seconds_before + time.perf_counter() - run.epoch_started
     if run.ranks.is_main:  # rank 0 evaluates and reports; the others go on to the next epoch
         metrics = epoch_report(run, epoch, totals, seconds)

@@ -40,17 +40,20 @@ class GradientLimit:
             torch._foreach_mul_(grads, factor.to(grads[0].dtype))
         return None if self.skip is None else norm <= self.skip
 
-    def check_epoch(self, epoch: int, outliers: int, steps: int) -> None:
-        """Fail when every update of ``epoch`` was skipped: the model no longer changes, so the
-        run would spend its remaining epochs on nothing (a diverged model, whose every gradient
-        passes the threshold, or a threshold below the model's usual norms)."""
-        if self.skip is not None and steps > 0 and outliers >= steps:
-            raise VaeError(
-                f"every update of epoch {epoch} was skipped: the gradient's norm passed --grad-skip "
-                f"{self.skip:g} at all {steps} steps, so the model has stopped learning (it diverged, or "
-                "the threshold is below its usual norms); train again with a lower --lr or a higher "
-                "--grad-skip"
-            )
+    def check_epoch(self, epoch: int, outliers: int, steps: int, non_finite: int = 0) -> None:
+        """Fail when no update of ``epoch`` was applied, its steps all outliers or non-finite (and
+        skipped, --on-nan skip): the model no longer changes, so the run would spend its remaining
+        epochs on nothing (a diverged model, whose every gradient passes the threshold, or a
+        threshold below the model's usual norms)."""
+        if self.skip is None or steps <= 0 or outliers == 0 or outliers + non_finite < steps:
+            return
+        which = f"at all {steps} steps" if non_finite == 0 else (
+            f"at {outliers} of its {steps} steps and the others were non-finite")  # fmt: skip
+        raise VaeError(
+            f"every update of epoch {epoch} was skipped: the gradient's norm passed --grad-skip "
+            f"{self.skip:g} {which}, so the model has stopped learning (it diverged, or the threshold "
+            "is below its usual norms); train again with a lower --lr or a higher --grad-skip"
+        )
 
 
 class WeightAverage:
