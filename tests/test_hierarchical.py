@@ -555,6 +555,53 @@ def test_the_moving_average_follows_the_weights_with_its_decay():
     torch.testing.assert_close(layer.weight, start + 1.0)
 
 
+def test_a_skipped_update_leaves_the_moving_average_and_its_count_as_they_are():
+    from vaecli.training.stabilisers import WeightAverage
+
+    layer = torch.nn.Linear(2, 1)
+    average = WeightAverage(layer, decay=0.5)
+    start = layer.weight.detach().clone()
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    average.update(torch.tensor(False))  # the optimiser skipped it: nothing moves
+    torch.testing.assert_close(average.average[0], start)
+    assert average.updates == 0
+    average.update(torch.tensor(True))  # update 0 still: decay 1/10
+    average.update(torch.tensor(True))  # update 1: decay min(0.5, 2/11)
+    first = 0.1 * start + 0.9 * (start + 1.0)
+    torch.testing.assert_close(average.average[0], 2 / 11 * first + 9 / 11 * (start + 1.0))
+    assert average.updates == 2
+
+
+class SkipsFrom:
+    """From step ``step`` of epoch ``epoch`` on, every gradient passes the skip threshold."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        self.at, self.epoch, self.run = (epoch, step), 0, None
+
+    def on_train_start(self, run) -> None:
+        self.run = run
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epoch = epoch
+
+    def on_step(self, step: int) -> None:
+        if (self.epoch, step + 1) == self.at:
+            self.run.limit.skip = 1e-9
+
+
+def test_a_run_averages_only_the_updates_it_applied(mnist_root, tmp_path):
+    from vaecli.checkpoint import checkpoint_header
+    from vaecli.train import train
+
+    config = _skipping_config(mnist_root, tmp_path / "run", epochs=2, grad_skip=1e7)
+    config.ema = 0.9
+    train(config, SkipsFrom(2, 3))  # epoch 2's steps 3 and 4 are skipped
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["outlier_steps"] for row in rows] == [0, 2]
+    assert checkpoint_header(tmp_path / "run" / "checkpoint.safetensors")["extra"]["ema_updates"] == 6
+
+
 @pytest.mark.slow
 def test_a_hierarchical_run_with_stabilisers_resumes_to_the_same_weights(mnist_root, tmp_path):
     from test_objectives import same_weights

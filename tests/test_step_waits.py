@@ -89,6 +89,12 @@ def _config(mnist_root, tmp_path, **options) -> TrainConfig:  # (device: cpu unl
     return TrainConfig(**{**base, **options})
 
 
+HIERARCHY_WITH_STABILISERS = dict(
+    model="hierarchical", model_options={"cells": "dense", "groups": "1,1", "width": "16"}, latent_dim=32,
+    arch_options={}, ema=0.9, grad_clip=50.0, grad_skip=1e6,
+)  # fmt: skip
+
+
 def _waits(reads: collections.Counter[str]) -> dict[str, int]:
     return {where: n for where, n in reads.items() if CPU_ADAM not in where}
 
@@ -102,8 +108,9 @@ def _waits(reads: collections.Counter[str]) -> dict[str, int]:
         {"precision": "16-mixed"},
         {"likelihood": "categorical", "likelihood_options": {"bins": 8}},
         {"likelihood": "gaussian", "likelihood_options": {"sigma": "learned"}},
+        HIERARCHY_WITH_STABILISERS,
     ],
-    ids=["elbo", "skip", "iwae", "16-mixed", "categorical", "gaussian"],
+    ids=["elbo", "skip", "iwae", "16-mixed", "categorical", "gaussian", "stabilisers"],
 )
 @pytest.mark.device
 @pytest.mark.parametrize("device", DEVICES)

@@ -57,22 +57,37 @@ class GradientLimit:
 
 
 class WeightAverage:
-    """An exponential moving average of the trainable weights, updated after every step with
-    the decay min(``decay``, (1 + n) / (10 + n)) at update n (so the first updates are not
-    dominated by the random start)."""
+    """An exponential moving average of the trainable weights, moved after every applied update
+    with the decay min(``decay``, (1 + n) / (10 + n)) at update n (so the first updates are not
+    dominated by the random start). A skipped step (an outlier, or non-finite under --on-nan
+    skip) leaves it and n as they are, as VDVAE does: the weights did not change, and after a
+    divergence the average keeps what it had instead of drifting onto weights nobody applied.
+    The count is kept on the device, so an update never waits for it."""
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay = decay
         self.names = [name for name, p in model.named_parameters() if p.requires_grad]
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.average = [p.detach().clone() for p in self.params]
-        self.updates = 0
+        self.count = torch.zeros((), device=self.average[0].device if self.average else None)
+
+    @property
+    def updates(self) -> int:
+        """The updates averaged so far (a read of the device)."""
+        return int(self.count.item())
 
     @torch.no_grad()
-    def update(self) -> None:
-        decay = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
-        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - decay)
-        self.updates += 1
+    def update(self, applied: torch.Tensor | None = None) -> None:
+        """Move the average towards the weights, unless ``applied`` (a 0-d bool tensor on the
+        device: whether the optimiser applied this step's update) is False."""
+        step = torch.ones_like(self.count) if applied is None else applied.to(self.count.dtype)
+        decay = ((1.0 + self.count) / (10.0 + self.count)).clamp(max=self.decay)
+        weight = (1.0 - decay) * step
+        # (lerp with a tensor weight, written out: torch 2.8's _foreach_lerp_ takes no tensor.)
+        delta = torch._foreach_sub([p.detach() for p in self.params], self.average)
+        torch._foreach_mul_(delta, weight)
+        torch._foreach_add_(self.average, delta)
+        self.count += step
 
     @contextlib.contextmanager
     def swapped_in(self) -> Iterator[None]:
@@ -100,4 +115,4 @@ class WeightAverage:
             for name, target in zip(self.names, self.average, strict=True):
                 if f"ema.{name}" in tensors:
                     target.copy_(tensors[f"ema.{name}"])
-        self.updates = updates
+        self.count.fill_(updates)

@@ -231,7 +231,7 @@ def train_step(run: TrainingRun, guard: NanGuard, batch: Batch, epoch: int, step
     guard.step(optimizer)
     run.scaler.update()
     if run.average is not None:
-        run.average.update()
+        run.average.update(guard.apply)
     sums = [part_loss, -elbo_sum, -elbo.reconstruction.float().sum(), elbo.kl.float().sum()]
     outlier = None if within is None else counted & ~within
     run.count_step(torch.stack(sums).detach(), counted, size, outlier)
