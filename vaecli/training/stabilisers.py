@@ -56,6 +56,19 @@ class GradientLimit:
         )
 
 
+def _foreach_lerp_takes_tensor() -> bool:
+    try:
+        torch._foreach_lerp_([torch.zeros(1)], [torch.ones(1)], torch.tensor(0.5))
+    except (TypeError, RuntimeError):
+        return False
+    return True
+
+
+#: Whether this torch's ``_foreach_lerp_`` takes its weight as a tensor (a value on the device,
+#: which the average's update needs so as not to wait for it).
+FOREACH_LERP_TAKES_TENSOR = _foreach_lerp_takes_tensor()
+
+
 class WeightAverage:
     """An exponential moving average of the trainable weights, moved after every applied update
     with the decay min(``decay``, (1 + n) / (10 + n)) at update n (so the first updates are not
@@ -83,10 +96,12 @@ class WeightAverage:
         step = torch.ones_like(self.count) if applied is None else applied.to(self.count.dtype)
         decay = ((1.0 + self.count) / (10.0 + self.count)).clamp(max=self.decay)
         weight = (1.0 - decay) * step
-        # (lerp with a tensor weight, written out: torch 2.8's _foreach_lerp_ takes no tensor.)
-        delta = torch._foreach_sub([p.detach() for p in self.params], self.average)
-        torch._foreach_mul_(delta, weight)
-        torch._foreach_add_(self.average, delta)
+        params = [p.detach() for p in self.params]
+        if FOREACH_LERP_TAKES_TENSOR:
+            torch._foreach_lerp_(self.average, params, weight)
+        else:  # (one kernel a tensor: as fast on a CPU, more launches on a GPU)
+            for average, param in zip(self.average, params, strict=True):
+                average.lerp_(param, weight)
         self.count += step
 
     @contextlib.contextmanager
