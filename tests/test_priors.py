@@ -115,18 +115,25 @@ def test_the_kl_is_log_q_minus_log_p_on_the_decoded_draws(prior):
     assert grad.abs().max() > 0
 
 
+def reference_log_weights(model, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """log p(x|z) + log p(z) - log q(z|x) of the draws z = mu + sigma eps (B, k, D), by
+    torch.distributions."""
+    b, k, d = eps.shape
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+        q = Independent(Normal(mu.unsqueeze(1), torch.exp(0.5 * logvar).unsqueeze(1)), 1)
+        z = mu.unsqueeze(1) + eps * torch.exp(0.5 * logvar).unsqueeze(1)
+        logits = model.decode(z.reshape(b * k, d))[:, 0].reshape(b, k, *x.shape[1:])
+        log_px_z = TorchBernoulli(logits=logits).log_prob(x.unsqueeze(1).expand_as(logits)).flatten(2).sum(2)
+        return log_px_z + reference_prior(model).log_prob(z) - q.log_prob(z)
+
+
 @pytest.mark.parametrize("prior", ["mog", "vamp"])
 def test_the_importance_sampled_estimate_uses_the_priors_density(prior):
     model, x, k, seed = tiny_model(prior), batch(n=6), 64, 3
     report = evaluate(model, x, k=k, seed=seed, batch_size=6 * k)  # one chunk: all draws at once
     eps = torch.randn((6, k, 3), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    with torch.no_grad():
-        mu, logvar = model.encode(x)
-        q = Independent(Normal(mu.unsqueeze(1), torch.exp(0.5 * logvar).unsqueeze(1)), 1)
-        z = mu.unsqueeze(1) + eps * torch.exp(0.5 * logvar).unsqueeze(1)
-        logits = model.decode(z.reshape(6 * k, 3))[:, 0].reshape(6, k, 1, 6, 6)
-        log_px_z = TorchBernoulli(logits=logits).log_prob(x.unsqueeze(1).expand_as(logits)).flatten(2).sum(2)
-        log_w = log_px_z + reference_prior(model).log_prob(z) - q.log_prob(z)
+    log_w = reference_log_weights(model, x, eps)
     torch.testing.assert_close(report.per_image.log_px, torch.logsumexp(log_w, 1) - math.log(k))
     torch.testing.assert_close(report.per_image.elbo, log_w.mean(1))  # the Monte-Carlo ELBO
     assert report.kl_per_dim is None and set(report.kl_per_group) == {"z"}
@@ -141,6 +148,21 @@ def test_an_evaluation_in_several_chunks_of_draws_is_the_same_bound():
     # (other chunks draw other noise: the estimates agree within Monte-Carlo error only)
     assert parts.neg_log_px == pytest.approx(whole.neg_log_px, abs=0.5)
     assert parts.kl == pytest.approx(whole.kl, abs=0.5)
+
+
+def test_an_evaluation_encodes_the_pseudo_inputs_once_and_every_chunk_scores_with_them():
+    """The VampPrior's components are the encoder run on its K pseudo-inputs: vae eval runs it
+    once, not once for each of its chunks, and every chunk's density is still the prior's."""
+    model, x, k = tiny_model("vamp", k=7), batch(n=3), 40
+    rows: list[int] = []
+    model.encoder.register_forward_hook(lambda module, inputs, output: rows.append(inputs[0].shape[0]))
+    report = evaluate(model, x, k=k, seed=2, batch_size=10)  # one image and 10 draws a chunk: 12 chunks
+    assert rows.count(7) == 1 and model.prior.kept is None  # (after it, each call encodes them anew)
+    generator = torch.Generator().manual_seed(2)  # the draws, chunk by chunk as evaluate made them
+    eps = torch.stack([torch.cat([torch.randn((1, 10, 3), generator=generator, dtype=torch.float64)
+                                  for _ in range(k // 10)], 1)[0] for _ in range(3)])  # fmt: skip
+    log_w = reference_log_weights(model, x, eps)
+    torch.testing.assert_close(report.per_image.log_px, torch.logsumexp(log_w, 1) - math.log(k))
 
 
 def test_mixture_moments_and_draws_match_the_mixture():

@@ -64,22 +64,20 @@ def mean_elbo(
 ) -> dict[str, Any]:
     """-ELBO, reconstruction (-E_q log p(x|z)) and KL, averaged over ``data``, in nats/image; for a
     model of several latent groups also the KL of each (``kl_z1``, ``kl_z2``, ...)."""
-    was_training = model.training
-    model.eval()
     generator = torch.Generator(device=data.device).manual_seed(seed)
     groups = model.kl_groups()
     totals = torch.zeros(3 + len(groups), dtype=torch.float64, device=data.device)
-    for start in range(0, data.shape[0], batch_size):
-        x = data[start : start + batch_size]
-        eps = torch.randn(
-            (x.shape[0], model.noise_dim()), generator=generator, device=x.device, dtype=x.dtype
-        )
-        terms = model(x, eps)
-        elbo = terms.elbo()
-        per_group = model.kl_by_group(terms.kl).double().sum(0)
-        sums = torch.stack([-elbo.elbo.sum(), -elbo.reconstruction.sum(), elbo.kl.sum()]).double()
-        totals += torch.cat([sums, per_group])
-    model.train(was_training)
+    with model.evaluating():
+        for start in range(0, data.shape[0], batch_size):
+            x = data[start : start + batch_size]
+            eps = torch.randn(
+                (x.shape[0], model.noise_dim()), generator=generator, device=x.device, dtype=x.dtype
+            )
+            terms = model(x, eps)
+            elbo = terms.elbo()
+            per_group = model.kl_by_group(terms.kl).double().sum(0)
+            sums = torch.stack([-elbo.elbo.sum(), -elbo.reconstruction.sum(), elbo.kl.sum()]).double()
+            totals += torch.cat([sums, per_group])
     neg_elbo, reconstruction, kl, *kls = (totals / data.shape[0]).tolist()
     result = {"neg_elbo": neg_elbo, "reconstruction": reconstruction, "kl": kl}
     if len(groups) > 1:
@@ -98,12 +96,10 @@ def kl_per_dimension(
     when the model's prior has no closed-form KL per dimension (a mixture)."""
     if not model.kl_exact:
         return None
-    was_training = model.training
-    model.eval()
     totals = torch.zeros(model.latent_dim, dtype=torch.float64, device=data.device)
-    for start in range(0, data.shape[0], batch_size):
-        totals += model.kl_per_dimension(data[start : start + batch_size]).double().sum(0)
-    model.train(was_training)
+    with model.evaluating():
+        for start in range(0, data.shape[0], batch_size):
+            totals += model.kl_per_dimension(data[start : start + batch_size]).double().sum(0)
     return (totals / max(data.shape[0], 1)).cpu()
 
 
@@ -247,8 +243,6 @@ def evaluate(
     if data.shape[0] < 1:
         raise VaeError("no images to evaluate")
     started = time.perf_counter()
-    was_training = model.training
-    model.eval()
     device = _device_of(model)
     at_once = batch_size or default_samples_at_once(model, tuple(data.shape[1:]))
     images_per_chunk, samples_per_chunk = chunk_shape(k, at_once)
@@ -259,7 +253,7 @@ def evaluate(
     elbo, log_px, recon = (torch.empty(n, dtype=torch.float64) for _ in range(3))
     mu_all = torch.empty(n, d, dtype=torch.float64)
     kl: torch.Tensor | None = None  # (n, the KL's parts), made at the first chunk
-    try:
+    with model.evaluating():  # (a VampPrior encodes its pseudo-inputs once, not once a chunk)
         for start in range(0, n, images_per_chunk):
             x = data[start : start + images_per_chunk].to(device)
             b, rows = x.shape[0], slice(start, start + x.shape[0])
@@ -270,8 +264,6 @@ def evaluate(
             mu_all[rows] = model.encode(x)[0].double().cpu()
             if progress is not None:
                 progress(start + b, n)
-    finally:
-        model.train(was_training)
     return _report(model, data, k, seed, PerImage(elbo=elbo, log_px=log_px, mu=mu_all), recon, kl, started)
 
 

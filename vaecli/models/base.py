@@ -4,8 +4,9 @@ likelihood, the prior of the top latent group, the decoder's output offset and t
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import torch
@@ -108,16 +109,16 @@ class LatentModel(Protocol):
 
 
 class LatentVariableModel(nn.Module):
-    #: Whether the model is built from ``--arch`` and ``--latent-dim`` (the hierarchy is not).
-    uses_architecture = True
-    #: Whether ``forward(..., dreg=True)`` gives the DReG estimator's terms.
-    supports_dreg = True
-
     """What the built-in models share: a likelihood p(x|...), a prior over the top latent group
     (``prior``, N(0, I) unless another is chosen), and ``output_offset``, fixed decoder parameters
     per pixel (params_per_pixel, *input_shape) added to the decoder's output: zeros until
     :meth:`start_from_data` sets them from the training images, so the decoder learns how images
     differ from their average, not the average."""
+
+    #: Whether the model is built from ``--arch`` and ``--latent-dim`` (the hierarchy is not).
+    uses_architecture = True
+    #: Whether ``forward(..., dreg=True)`` gives the DReG estimator's terms.
+    supports_dreg = True
 
     def __init__(
         self, likelihood: Likelihood, latent_dim: int, input_shape: tuple[int, int, int], prior: Prior
@@ -130,6 +131,18 @@ class LatentVariableModel(nn.Module):
         self.register_buffer("output_offset", torch.zeros(likelihood.params_per_pixel, *input_shape))
         #: How to rebuild this model's modules; set by :func:`~vaecli.models.build_model`.
         self.spec: ModelSpec | None = None
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """The model in eval mode for the block, its weights fixed and its prior frozen
+        (:meth:`~vaecli.priors.Prior.frozen`); in the mode it was in again after it."""
+        was_training = self.training
+        self.eval()
+        try:
+            with self.prior.frozen():
+                yield
+        finally:
+            self.train(was_training)
 
     @torch.no_grad()
     def start_from_data(self, images: torch.Tensor) -> None:

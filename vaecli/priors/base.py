@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -61,6 +62,12 @@ class Prior(nn.Module):
         """KL(N(mu, diag exp(logvar)) || p(z)) per latent dimension (B, latent_dim) in closed form,
         or None where none exists (the default)."""
         return None
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """A block in which the prior's parameters, and the encoder it was given, do not change (an
+        evaluation): a prior may keep there what it derives from them (the default keeps nothing)."""
+        yield
 
     def attach(self, encode: Encode) -> None:
         """Called once by the model with its encoder; a prior built from it keeps it (the default

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -70,8 +72,22 @@ class MixturePrior(Prior):
         """The normalised log weights (K,), means (K, D) and log-variances (K, D)."""
         raise NotImplementedError
 
+    #: The components, kept inside :meth:`frozen`.
+    kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Keep the components for the block: the VampPrior's are the encoder run on its K
+        pseudo-inputs, which vae eval would otherwise do again for every chunk of samples."""
+        with torch.no_grad():
+            self.kept = tuple(t.detach() for t in self.components())  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            self.kept = None
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        log_weights, mu, logvar = self.components()
+        log_weights, mu, logvar = self.kept if self.kept is not None else self.components()
         return mixture_log_prob(z, log_weights, mu, logvar)
 
     @torch.no_grad()

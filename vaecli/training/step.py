@@ -42,7 +42,7 @@ def objective_loss(objective: Objective, terms: Terms, progress: Progress) -> to
 
 
 def check_objective(
-    objective: Objective, model: torch.nn.Module, images: torch.Tensor, noise_dim: int
+    objective: Objective, model: LatentVariableModel, images: torch.Tensor, noise_dim: int
 ) -> None:
     """Take the objective's loss once on two training images (fixed noise, no gradients, the
     global random state untouched), so that a plugin objective that fails or gives the wrong
@@ -51,13 +51,8 @@ def check_objective(
     x = model.likelihood.prepare(images[:2], generator)
     samples = objective.samples
     eps = torch.randn((x.shape[0], samples, noise_dim), generator=generator, device=images.device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            objective_loss(objective, model(x, eps, weights=objective.weights, dreg=objective.dreg), START)
-    finally:
-        model.train(was_training)
+    with torch.no_grad(), model.evaluating():
+        objective_loss(objective, model(x, eps, weights=objective.weights, dreg=objective.dreg), START)
 
 
 class BatchForward(torch.nn.Module):
