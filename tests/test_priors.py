@@ -158,6 +158,11 @@ def test_an_evaluation_encodes_the_pseudo_inputs_once_and_every_chunk_scores_wit
     model.encoder.register_forward_hook(lambda module, inputs, output: rows.append(inputs[0].shape[0]))
     report = evaluate(model, x, k=k, seed=2, batch_size=10)  # one image and 10 draws a chunk: 12 chunks
     assert rows.count(7) == 1 and model.prior.kept is None  # (after it, each call encodes them anew)
+    with model.evaluating():
+        with model.evaluating():  # (an inner block keeps the outer one's components)
+            pass
+        assert model.prior.kept is not None
+    assert rows.count(7) == 2
     generator = torch.Generator().manual_seed(2)  # the draws, chunk by chunk as evaluate made them
     eps = torch.stack([torch.cat([torch.randn((1, 10, 3), generator=generator, dtype=torch.float64)
                                   for _ in range(k // 10)], 1)[0] for _ in range(3)])  # fmt: skip

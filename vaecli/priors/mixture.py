@@ -78,7 +78,11 @@ class MixturePrior(Prior):
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
         """Keep the components for the block: the VampPrior's are the encoder run on its K
-        pseudo-inputs, which vae eval would otherwise do again for every chunk of samples."""
+        pseudo-inputs, which vae eval would otherwise do again for every chunk of samples. (A block
+        inside another keeps the outer one's.)"""
+        if self.kept is not None:
+            yield
+            return
         with torch.no_grad():
             self.kept = tuple(t.detach() for t in self.components())  # type: ignore[assignment]
         try:
