@@ -134,8 +134,8 @@ class LatentVariableModel(nn.Module):
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[None]:
-        """The model in eval mode for the block, its weights fixed and its prior frozen
-        (:meth:`~vaecli.priors.Prior.frozen`); in the mode it was in again after it."""
+        """For a block that changes no weight (an evaluation): the model in eval mode, its prior
+        frozen (:meth:`~vaecli.priors.Prior.frozen`); in the mode it was in again after it."""
         was_training = self.training
         self.eval()
         try:
