@@ -48,9 +48,12 @@ def softplus_scale(raw: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.softplus(raw + math.log(math.e - 1)) + 1e-4
 
 
-@pytest.mark.parametrize("cells", ["dense", "conv"])
-def test_each_groups_kl_and_the_log_weights_match_torch_distributions(cells):
-    model = tiny(cells, groups="1,2", latent=2)
+@pytest.mark.parametrize(("cells", "posterior"), [("dense", "absolute"), ("conv", "absolute"),
+                                                 ("dense", "residual"), ("conv", "residual")])  # fmt: skip
+def test_each_groups_kl_and_the_log_weights_match_torch_distributions(cells, posterior):
+    """(``residual``: below the top, q is N(mu_p + dmu, (sigma_p dsigma)^2), NVAE's residual normal,
+    from the prior's outputs and the posterior's.)"""
+    model = tiny(cells, groups="1,2", latent=2, posterior=posterior)
     x = batch()
     eps = torch.randn(
         4, 3, model.noise_dim(), generator=torch.Generator().manual_seed(2), dtype=torch.float64
@@ -64,6 +67,8 @@ def test_each_groups_kl_and_the_log_weights_match_torch_distributions(cells):
         Normal(out[:, :zc].flatten(1), softplus_scale(out[:, zc : 2 * zc]).flatten(1))
         for out in recorder.prior
     ]
+    if posterior == "residual":
+        q = [q[0], *(Normal(pi.loc + qi.loc, pi.scale * qi.scale) for qi, pi in zip(q[1:], p, strict=True))]
     p = [Normal(torch.zeros_like(q[0].loc), torch.ones_like(q[0].loc)), *p]  # the top group's: N(0, I)
     noise = eps.reshape(12, -1).split(model.dims, 1)
     z = [qi.loc + qi.scale * e for qi, e in zip(q, noise, strict=True)]
@@ -418,6 +423,7 @@ HIERARCHY_FLAGS = ["--model", "hierarchical", "--model-opt", "cells=dense", "--m
         ),
         (["--model", "hierarchical", "--model-opt", "scales=tanh"], "option scales: unknown 'tanh'"),
         (["--model", "hierarchical", "--model-opt", "depth=3"], "has no option 'depth'"),
+        ([*HIERARCHY_FLAGS, "--model-opt", "posterior=nvae"], "option posterior: unknown 'nvae'"),
         (["--model", "hierarchical", "--arch", "conv"], "--arch is for --model vae"),
         (["--model", "hierarchical", "--latent-dim", "8"], "--latent-dim is for --model vae"),
         (["--grad-clip", "-1"], "--grad-clip must be a positive number, got -1.0"),

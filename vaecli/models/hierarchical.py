@@ -52,6 +52,11 @@ def _logvar_softplus(raw: torch.Tensor) -> torch.Tensor:
 #: ``softplus`` (sigma = softplus(raw), floored; its gradient never explodes as exp's can, the
 #: usual cure for a hierarchy's NaNs) or ``exp`` (logvar = raw, as the single-latent VAE).
 SCALES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"softplus": _logvar_softplus, "exp": _logvar_exp}
+#: How a group's posterior is read from its network's output, by the ``posterior`` option's name:
+#: ``absolute`` (the output is the posterior's mean and scale) or ``residual`` (NVAE's residual
+#: normal: the output is a shift of the group's prior mean and a factor of its scale, so that the
+#: KL measures only where q departs from p, and a prior that narrows takes the posterior with it).
+POSTERIORS = ("absolute", "residual")
 
 
 class Layers:
@@ -219,7 +224,7 @@ class HierarchicalVAE(LatentVariableModel):
 
     def __init__(self, likelihood: Likelihood, input_shape: Shape, make_prior: Callable[[int], Prior],
                  layers: Layers, width: int, groups: Sequence[int], latent: int, blocks: int,
-                 activation: str, scales: str) -> None:  # fmt: skip
+                 activation: str, scales: str, posterior: str = "absolute") -> None:  # fmt: skip
         #: The top-down stages' sizes, coarse to fine, and each group's.
         stage_sizes = layers.sizes(tuple(input_shape), len(groups))
         group_sizes = [size for size, count in zip(stage_sizes, groups, strict=True) for _ in range(count)]
@@ -231,6 +236,7 @@ class HierarchicalVAE(LatentVariableModel):
         self.dims = dims
         self.latent = latent
         self.logvar_of = SCALES[scales]
+        self.residual = posterior == "residual"
         act = activation_factory(activation)
         self.stem = layers.stem(tuple(input_shape), width)
         self.down = nn.ModuleList(
@@ -249,17 +255,19 @@ class HierarchicalVAE(LatentVariableModel):
         cls, spec: ModelSpec, likelihood: Likelihood, make_prior: Callable[[int], Prior],
         cells: str = "conv", width: str | int | None = None, groups: str | Sequence[int] = (2, 2),
         latent: str | int | None = None, blocks: str | int = 1, activation: str = "elu",
-        scales: str = "softplus",
+        scales: str = "softplus", posterior: str = "absolute",
     ) -> HierarchicalVAE:  # fmt: skip
         """The model ``hierarchical``: ``groups`` latent groups per stage, coarsest first (so L is
         their sum; with conv cells each stage halves the resolution: "2,2" on 28x28 images puts
         two groups of ``latent`` maps at 7x7 and two at 14x14; with dense cells each group is a
         vector of ``latent`` numbers); ``width`` the channels (or units) of both paths, ``blocks``
         the residual cells after each downsampling and each group, ``scales`` how the scales are
-        made (:data:`SCALES`); ``width`` and ``latent`` default to :data:`DEFAULT_WIDTH` and
+        made (:data:`SCALES`), ``posterior`` how a group's posterior relates to its prior
+        (:data:`POSTERIORS`); ``width`` and ``latent`` default to :data:`DEFAULT_WIDTH` and
         :data:`DEFAULT_LATENT`. ``--arch`` and ``--latent-dim`` do not apply: the cells are the
         model's own and the code's size follows from these options."""
-        for name, value, choices in (("cells", cells, CELLS), ("scales", scales, SCALES)):
+        for name, value, choices in (("cells", cells, CELLS), ("scales", scales, SCALES),
+                                     ("posterior", posterior, POSTERIORS)):  # fmt: skip
             if str(value) not in choices:
                 raise UsageError(f"option {name}: unknown '{value}' (use {', '.join(choices)})")
         per_stage = int_list(groups, "groups")
@@ -270,7 +278,8 @@ class HierarchicalVAE(LatentVariableModel):
         latent = DEFAULT_LATENT[str(cells)] if latent is None else latent
         sizes = (as_int(width, "width", minimum=1), as_int(latent, "latent", minimum=1))
         model = cls(likelihood, tuple(spec.input_shape), make_prior, CELLS[str(cells)], sizes[0], per_stage,
-                    sizes[1], as_int(blocks, "blocks", minimum=0), activation, str(scales))  # fmt: skip
+                    sizes[1], as_int(blocks, "blocks", minimum=0), activation, str(scales),
+                    str(posterior))  # fmt: skip
         model.spec = replace(
             spec, model_options={**spec.model_options, "width": sizes[0], "latent": sizes[1]}
         )
@@ -378,6 +387,8 @@ class HierarchicalVAE(LatentVariableModel):
         zc = self.latent
         out = group.posterior(h, a, repeats)
         mu, logvar = out[:, :zc], self.logvar_of(out[:, zc:])
+        if self.residual and prior is not None:  # mu_p + dmu, sigma_p * dsigma
+            mu, logvar = prior[0] + mu, prior[1] + logvar
         eps = self._as_map(eps, index)
         z = mu + torch.exp(0.5 * logvar) * eps
         draw.logvars.append(logvar.flatten(1))
