@@ -265,6 +265,39 @@ def test_config_file_with_overrides_and_config_yaml_reruns_exactly(mnist_root, t
     capsys.readouterr()
 
 
+def test_every_train_flag_feeds_a_config_key():
+    """A flag that a --config file's settings could not take would be dropped there without a
+    word (--model-opt was, until it was named in FLAG_FEEDS)."""
+    import dataclasses
+
+    import typer.main
+
+    from vaecli.cli.app import app
+    from vaecli.cli.common import FLAG_FEEDS
+
+    keys = {field.name for field in dataclasses.fields(TrainConfig)}
+    flags = [param.name for param in typer.main.get_command(app).commands["train"].params]
+    not_settings = {"config", "resume", "nproc", "quiet"}  # (the settings' source, processes, output)
+    assert [flag for flag in flags if FLAG_FEEDS.get(flag, flag) not in keys | not_settings] == []
+
+
+def test_option_flags_add_to_a_config_files_options(mnist_root, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"data_dir: {mnist_root}\nlimit_train: 300\nlimit_test: 100\nepochs: 1\ndevice: cpu\n"
+        "model: hierarchical\nmodel_options:\n  cells: dense\n  width: 8\n  groups: 1,1\n"
+        "arch_options: {}\n"
+    )
+    out = tmp_path / "run"
+    argv = ["train", "--config", str(config), "--model-opt", "posterior=residual", "--model-opt", "width=16"]
+    assert main([*argv, "--prior-opt", "k=3", "--prior", "vamp", "-q", "--out", str(out)]) == 0
+    written = load_config_file(out / "config.yaml")
+    assert {k: written.model_options[k] for k in ("cells", "width", "groups", "posterior")} == {
+        "cells": "dense", "width": 16, "groups": "1,1", "posterior": "residual"}  # fmt: skip
+    assert written.prior_options == {"k": 3}
+    capsys.readouterr()
+
+
 def test_resume_cli_bad_input(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 1
     assert "is not a vaecli run folder" in capsys.readouterr().err

@@ -54,27 +54,31 @@ def given_options(ctx: typer.Context) -> set[str]:
     }
 
 
+#: The config keys that flags of other names feed (any other flag feeds the key of its name).
+FLAG_FEEDS = {
+    "data_opt": "data_options",
+    "arch_opt": "arch_options",
+    "hidden": "arch_options",
+    "likelihood_opt": "likelihood_options",
+    "prior_opt": "prior_options",
+    "model_opt": "model_options",
+    "sigma": "likelihood_options",
+    "bins": "likelihood_options",
+    "objective_opt": "objective_options",
+    "beta": "objective_options",
+    "kl_warmup": "objective_options",
+    "free_bits": "objective_options",
+    "iw_samples": "objective_options",
+    "callback": "callbacks",
+    "callback_opt": "callbacks",
+    "log": "callbacks",
+}
+
+
 def given_on_command_line(ctx: typer.Context, allowed: set[str]) -> set[str]:
     """Config keys set by flags the user typed, mapped from the flags that feed them."""
     typed = given_options(ctx)
-    feeds = {
-        "data_opt": "data_options",
-        "arch_opt": "arch_options",
-        "hidden": "arch_options",
-        "likelihood_opt": "likelihood_options",
-        "prior_opt": "prior_options",
-        "sigma": "likelihood_options",
-        "bins": "likelihood_options",
-        "objective_opt": "objective_options",
-        "beta": "objective_options",
-        "kl_warmup": "objective_options",
-        "free_bits": "objective_options",
-        "iw_samples": "objective_options",
-        "callback": "callbacks",
-        "callback_opt": "callbacks",
-        "log": "callbacks",
-    }
-    keys = {feeds.get(name, name) for name in typed}
+    keys = {FLAG_FEEDS.get(name, name) for name in typed}
     if "iw_samples" in typed:
         keys.add("objective")
     return keys & allowed
