@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -217,9 +218,33 @@ def test_disk_error_in_the_cli_is_one_line(mnist_root, tmp_path, monkeypatch, ca
 # --- config files ---------------------------------------------------------------------------
 
 
+EXAMPLE_CONFIGS = sorted((ROOT / "examples" / "configs").glob("*.yaml"))
+
+
 def test_example_configs_load():
-    for path in sorted((ROOT / "examples" / "configs").glob("*.yaml")):
+    assert EXAMPLE_CONFIGS
+    for path in EXAMPLE_CONFIGS:
         assert isinstance(load_config_file(path), TrainConfig)
+
+
+@pytest.mark.parametrize("path", EXAMPLE_CONFIGS, ids=lambda p: p.stem)
+def test_example_configs_train_as_shipped(path, mnist_root, tmp_path, capsys):
+    """Each shipped config builds and trains its model, prior and options (one short epoch)."""
+    out = tmp_path / "run"
+    code = main([
+        "train", "--config", str(path), "--data-dir", str(mnist_root), "--out", str(out), "--device", "cpu",
+        "--epochs", "1", "--limit-train", "500", "--limit-test", "100", "-q",
+    ])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    recorded = load_config_file(out / "config.yaml")
+    shipped = load_config_file(path)
+    for key, value in vars(shipped).items():  # the run records every option, defaults too
+        if key in ("epochs", "out", "data_dir", "device", "limit_train", "limit_test"):
+            continue
+        kept = getattr(recorded, key)
+        assert ({name: kept[name] for name in value} if isinstance(value, dict) else kept) == value, key
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["epoch"] == 1 and math.isfinite(rows[-1]["test_neg_elbo"])
 
 
 @pytest.mark.parametrize(
