@@ -405,6 +405,31 @@ def test_the_model_file_holds_the_moving_average_and_the_checkpoint_both(hierarc
     assert not torch.equal(weights[name], checkpoint[f"model.{name}"])
 
 
+def test_vae_prior_of_a_vamp_topped_hierarchy_decodes_the_top_groups_components(mnist_root, tmp_path, capsys):
+    """The components are the top group's posteriors of the pseudo-inputs; decoding a top-group
+    code alone gives the groups below their prior means."""
+    from test_pictures import cell, close, expected_pixels, pixels
+
+    from vaecli.modelfile import load_model
+
+    run_dir = trained(mnist_root, tmp_path / "vamp", {"groups": "1,1", "latent": "2"}, limit_train=1000,
+                      prior="vamp", prior_options={"k": "4"})  # fmt: skip
+    model, _ = load_model(run_dir, "cpu")
+    out = tmp_path / "prior.png"
+    code, _, err = run(capsys, "prior", str(run_dir), "--out", str(out))
+    assert code == 0 and "the first 4 of the 4 components of the vamp prior" in err, err
+    pseudo = model.prior.pseudo_inputs.detach()
+    with torch.no_grad():
+        top = model.encode_top(pseudo)[0]
+        assert top.shape == (4, 2)
+        decoded = expected_pixels(model, top)
+    shown = (pseudo[:, 0].clamp(0, 1) * 255).round().int().numpy()
+    for i in range(4):
+        row, column = divmod(i, 2)
+        assert close(cell(pixels(out), row, 2 * column), shown[i])
+        assert close(cell(pixels(out), row, 2 * column + 1), decoded[i])
+
+
 HIERARCHY_FLAGS = ["--model", "hierarchical", "--model-opt", "cells=dense", "--model-opt", "width=8"]
 
 

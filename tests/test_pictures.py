@@ -439,6 +439,9 @@ def odd_sizes(tmp_path_factory) -> tuple[Path, Path]:
         (["map", "{run}", "--n", "0"], 2, "--n must be at least 1, got 0"),
         (["sample", "{run}", "--temperature", "0"], 2, "--temperature must be a positive number, got 0.0"),
         (["sample", "{run}", "--temperature", "-1"], 2, "--temperature must be a positive number"),
+        (["prior", "{run}"], 1, "the model's prior 'normal' is not a mixture: vae prior shows"),
+        (["prior", "{run}", "--n", "0"], 2, "--n must be at least 1, got 0"),
+        (["prior", "{run}", "--mode", "median"], 2, "no mode 'median'"),
         (["plot", "{tmp}"], 1, "has no metrics.jsonl"),
     ],
 )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from test_cli import draw_pictures, one_error_line, run
 from torch.distributions import Bernoulli as TorchBernoulli
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
@@ -321,6 +322,67 @@ def test_samples_come_from_the_vamp_prior(vamp_run):
     torch.testing.assert_close(drawn.mean(0), mean, atol=0.1, rtol=0)
     torch.testing.assert_close(drawn.std(0), std, atol=0.1, rtol=0.05)
     assert torch.equal(sample(vamp_run, n=4000, seed=3, device="cpu").z, drawn)  # a seed, the same codes
+
+
+# --- vae prior: the components as pictures ----------------------------------------------------------
+
+
+def test_vae_prior_shows_each_pseudo_input_beside_its_decoded_mean(vamp_run, tmp_path, capsys):
+    from safetensors.torch import load_file
+    from test_pictures import cell, close, expected_pixels, grid_size, pixels
+
+    from vaecli.modelfile import load_model
+
+    model, _ = load_model(vamp_run, "cpu")
+    pseudo = load_file(str(vamp_run / "model.safetensors"))["prior.pseudo_inputs"]
+    assert pseudo.min() < 0 or pseudo.max() > 1  # trained: they have left [0, 1], which the picture clips
+    out = tmp_path / "prior.png"
+    code, stdout, err = run(capsys, "prior", str(vamp_run), "--n", "5", "--out", str(out), "--device", "cpu")
+    assert code == 0 and stdout == "", err
+    assert "the first 5 of the 20 components of the vamp prior" in one_error_line(err)
+    assert Image.open(out).size == grid_size(2, 6)  # 5 pairs, 3 to a row
+    grid = pixels(out)
+    with torch.no_grad():
+        decoded = expected_pixels(model, model.encode(pseudo[:5])[0])
+    for i in range(5):
+        row, column = divmod(i, 3)
+        shown = (pseudo[i, 0].clamp(0, 1) * 255).round().numpy().astype(int)
+        assert close(cell(grid, row, 2 * column), shown)
+        assert close(cell(grid, row, 2 * column + 1), decoded[i])
+    code, _, err = run(capsys, "prior", str(vamp_run), "--n", "50", "--out", str(out), "--device", "cpu")
+    assert code == 1 and "already exists; pass --force" in one_error_line(err)
+    code, _, err = run(capsys, "prior", str(vamp_run), "--n", "50", "--out", str(out), "--force")
+    assert code == 0 and "the first 20 of the 20 components" in err, err
+    assert Image.open(out).size == grid_size(4, 10)  # all 20, 5 pairs to a row
+
+
+def test_vae_prior_shows_a_mixtures_decoded_means_heaviest_first(mnist_root, tmp_path, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from test_pictures import cell, close, expected_pixels, grid_size, pixels
+
+    from vaecli.modelfile import load_model
+    from vaecli.train import TrainConfig, train
+
+    config = TrainConfig(
+        data_dir=str(mnist_root), epochs=1, limit_train=1000, limit_test=100, latent_dim=4,
+        arch_options={"hidden": "32"}, prior="mog", prior_options={"k": "4"}, device="cpu",
+        out=str(tmp_path / "mog"),
+    )  # fmt: skip
+    file = train(config).run_dir / "model.safetensors"
+    with safe_open(str(file), "pt") as f:  # weights of our choosing: 1 then 3 then 0 then 2
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    tensors["prior.logits"] = torch.tensor([0.1, 2.0, -1.0, 0.5])
+    save_file(tensors, str(file), metadata)
+    model, _ = load_model(file, "cpu")
+    out = tmp_path / "mog.png"
+    code, _, err = run(capsys, "prior", str(file), "--n", "3", "--out", str(out))
+    assert code == 0, err
+    assert "the heaviest 3 of the 4 components of the mog prior: the decoded mean of each" in err
+    assert Image.open(out).size == grid_size(2, 2)
+    decoded = expected_pixels(model, tensors["prior.means"][[1, 3, 0]])
+    for i in range(3):
+        assert close(cell(pixels(out), *divmod(i, 2)), decoded[i])
 
 
 @pytest.mark.slow

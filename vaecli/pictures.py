@@ -1,5 +1,6 @@
-"""Pictures of a trained model: reconstructions, interpolations, latent traversals and latent
-maps. Inputs are image files or dataset items, prepared exactly as the model's training data."""
+"""Pictures of a trained model: reconstructions, interpolations, latent traversals, latent
+maps and a learned prior's components. Inputs are image files or dataset items, prepared
+exactly as the model's training data."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from vaecli.evaluation import kl_per_dimension
 from vaecli.images import check_grid, grid_png
 from vaecli.modelfile import recorded_part
 from vaecli.models import LatentVariableModel
+from vaecli.priors.mixture import MixturePrior
 
 DEFAULT_TRAVERSE_ROWS = 10
 
@@ -432,6 +434,45 @@ def traverse(
     )
     images = decode_images(model, codes, mode, pixel_generator(model, seed))
     return Picture(grid_png(images, nrow=steps), f"rows, top to bottom: {rows}")
+
+
+def prior_components(
+    model_or_run: str | os.PathLike[str],
+    n: int = 32,
+    mode: str = "mean",
+    seed: int = 0,
+    device: str = "auto",
+) -> Picture:
+    """A learned mixture prior's components, heaviest first (equal weights: in their order), as
+    decode(mu_k) of each component's mean code (a hierarchy's top group: the groups below take
+    their prior means); where the components are made from images (the VampPrior's
+    pseudo-inputs, shown clipped to [0, 1]), each image on the left of its decoding."""
+    if n < 1:
+        raise UsageError(f"--n must be at least 1, got {n}")
+    model, header = load(model_or_run, device)
+    model.likelihood.check_mode(mode)
+    name = header.get("model", {}).get("prior", "normal")
+    if not isinstance(model.prior, MixturePrior):
+        raise VaeError(
+            f"the model's prior '{name}' is not a mixture: vae prior shows the components of a "
+            "learned mixture prior (vamp, mog); vae sample draws from any prior"
+        )
+    with model.evaluating(), torch.no_grad():
+        log_weights, means, _ = model.prior.components()
+        inputs = model.prior.component_inputs()
+    log_weights = log_weights.float().cpu()
+    order = torch.sort(log_weights, descending=True, stable=True).indices[:n]
+    count, per_row = order.numel(), math.isqrt(order.numel() - 1) + 1
+    columns = per_row * (2 if inputs is not None else 1)
+    check_grid(count * columns // per_row, model.input_shape, f"--n {n}", nrow=columns)
+    decoded = decode_images(model, means[order.to(means.device)], mode, pixel_generator(model, seed))
+    which = "first" if bool((log_weights == log_weights[0]).all()) else "heaviest"
+    note = f"the {which} {count} of the {log_weights.numel()} components of the {name} prior"
+    if inputs is None:
+        return Picture(grid_png(decoded, nrow=columns), f"{note}: the decoded mean of each")
+    shown = inputs[order.to(inputs.device)].float().cpu()
+    pairs = torch.stack([shown, decoded], dim=1).flatten(0, 1)
+    return Picture(grid_png(pairs, nrow=columns), f"{note}: each image (left) beside its decoded mean")
 
 
 def latent_map(

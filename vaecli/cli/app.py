@@ -28,7 +28,7 @@ from vaecli.cli.codes import decode, encode
 from vaecli.cli.common import ARGV
 from vaecli.cli.evaluate import eval_command
 from vaecli.cli.export import export_command
-from vaecli.cli.pictures import interpolate, latent_map, plot, reconstruct, sample, traverse
+from vaecli.cli.pictures import interpolate, latent_map, plot, prior, reconstruct, sample, traverse
 from vaecli.cli.plugins import plugins
 from vaecli.cli.train import train
 
@@ -110,6 +110,7 @@ COMMANDS: list[tuple[str, Callable[..., Any], str, str]] = [
     ("interpolate", interpolate, PICTURES, "Decode along the line between two codes."),
     ("traverse", traverse, PICTURES, "Sweep each latent dimension, the others at the prior's mean."),
     ("map", latent_map, PICTURES, "The test set's codes in 2-D, coloured by label."),
+    ("prior", prior, PICTURES, "A learned prior's components: VampPrior pseudo-inputs."),
     ("plot", plot, PICTURES, "A run's training curves from metrics.jsonl."),
     ("plugins", plugins, EXTEND, "Every registered part and the package it is from."),
 ]

@@ -1,4 +1,4 @@
-"""The picture commands: sample, reconstruct, interpolate, traverse, plot and map."""
+"""The picture commands: sample, reconstruct, interpolate, traverse, prior, plot and map."""
 
 from __future__ import annotations
 
@@ -155,6 +155,23 @@ def traverse(
     check_output(out, force)
     choice = data_choice(data, data_dir, data_opt)
     write_picture(draw(model, chosen, range_, steps, count, choice, mode, seed, device, group), out)
+
+
+def prior(
+    model: ModelArg,
+    n: Annotated[int, typer.Option("--n", help="How many components (the heaviest first).")] = 32,
+    mode: ModeOpt = "mean",
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    out: Annotated[str, typer.Option(help="Output PNG; - writes to stdout.")] = "prior.png",
+    force: ForceOpt = False,
+) -> None:
+    """A learned prior's components: a VampPrior's pseudo-inputs beside their decoded codes, a
+    mixture's decoded means."""
+    from vaecli.pictures import prior_components
+
+    check_output(out, force)
+    write_picture(prior_components(model, n, mode, seed, device), out)
 
 
 def plot(

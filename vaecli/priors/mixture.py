@@ -72,6 +72,12 @@ class MixturePrior(Prior):
         """The normalised log weights (K,), means (K, D) and log-variances (K, D)."""
         raise NotImplementedError
 
+    def component_inputs(self) -> torch.Tensor | None:
+        """The images (K, C, H, W) the components are made from, in the encoder's input space, for
+        ``vae prior`` to show beside them (the VampPrior's pseudo-inputs); None (the default) where
+        the components are not made from images."""
+        return None
+
     #: The components, kept inside :meth:`frozen`.
     kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 

@@ -38,6 +38,9 @@ class VampPrior(MixturePrior):
         mu, logvar = self._encode(self.pseudo_inputs)
         return uniform_log_weights(self.k, mu), mu, logvar
 
+    def component_inputs(self) -> torch.Tensor:
+        return self.pseudo_inputs.detach()
+
     @torch.no_grad()
     def start_from_data(self, x: torch.Tensor) -> None:
         chosen = torch.randint(x.shape[0], (self.k,)) if x.shape[0] < self.k else torch.randperm(x.shape[0])
