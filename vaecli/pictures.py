@@ -457,7 +457,7 @@ def prior_components(
             f"the model's prior '{name}' is not a mixture: vae prior shows the components of a "
             "learned mixture prior (vamp, mog); vae sample draws from any prior"
         )
-    with model.evaluating(), torch.no_grad():
+    with torch.no_grad():  # (the model is loaded in eval mode)
         log_weights, means, _ = model.prior.components()
         inputs = model.prior.component_inputs()
     log_weights = log_weights.float().cpu()
