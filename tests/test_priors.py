@@ -213,36 +213,6 @@ def test_the_vamp_prior_starts_from_training_images():
     assert len({float(u.sum()) for u in model.prior.pseudo_inputs.detach()}) > 1
 
 
-def test_a_clamped_vamp_prior_encodes_its_pseudo_inputs_held_in_0_1():
-    """clamp=true: the components are the encoder's posteriors of clamp(u, 0, 1), as Tomczak &
-    Welling's hardtanh gives them, and a pixel past an edge gets no gradient."""
-    torch.manual_seed(0)
-    spec = ModelSpec(input_shape=(1, 6, 6), latent_dim=3, architecture_options={"hidden": [16]}, prior="vamp",
-                     prior_options={"k": 4, "clamp": "true"})  # fmt: skip
-    model = build_model(spec).double()
-    assert model.prior.options() == {"k": 4, "clamp": True}
-    with torch.no_grad():  # pseudo-inputs that have drifted past both edges
-        model.prior.pseudo_inputs.copy_(torch.rand(4, 1, 6, 6, dtype=torch.float64) * 1.6 - 0.3)
-    u = model.prior.pseudo_inputs.detach().clone()
-    outside = (u < 0) | (u > 1)
-    assert outside.any() and not outside.all()
-    z = torch.randn(6, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-
-    def mixture_of(images: torch.Tensor) -> MixtureSameFamily:
-        with torch.no_grad():
-            mu, logvar = model.encode(images)
-        components = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
-        return MixtureSameFamily(Categorical(logits=torch.zeros(4, dtype=torch.float64)), components)
-
-    log_p = model.prior.log_prob(z)
-    torch.testing.assert_close(log_p, mixture_of(u.clamp(0, 1)).log_prob(z))
-    assert not torch.allclose(log_p, mixture_of(u).log_prob(z))  # the raw pseudo-inputs give another prior
-    log_p.sum().backward()
-    gradient = model.prior.pseudo_inputs.grad
-    assert (gradient[outside] == 0).all() and (gradient[~outside] != 0).any()
-    assert torch.equal(model.prior.component_inputs(), u.clamp(0, 1))
-
-
 #: Model files written by earlier vaecli versions, and the vae eval numbers those versions gave.
 OLD_FILES = [("format3-mlp", 3, "normal"), ("format4-mog", 4, "mog")]
 
@@ -305,12 +275,11 @@ def test_a_vamp_run_records_its_prior_and_trains_it(vamp_run):
 
     header = read_header(vamp_run / "model.safetensors")
     assert header["format_version"] == 5
-    assert header["model"]["prior"] == "vamp"
-    assert header["model"]["prior_options"] == {"k": 20, "clamp": False}
+    assert header["model"]["prior"] == "vamp" and header["model"]["prior_options"] == {"k": 20}
     assert header["parts"]["prior"]["distribution"] == "vaecli"
     assert load_file(str(vamp_run / "model.safetensors"))["prior.pseudo_inputs"].shape == (20, 1, 28, 28)
     config = load_config_file(vamp_run / "config.yaml")
-    assert config.prior == "vamp" and config.prior_options == {"k": 20, "clamp": False}
+    assert config.prior == "vamp" and config.prior_options == {"k": 20}
     rows = [json.loads(line) for line in (vamp_run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["test_neg_elbo"] < rows[0]["test_neg_elbo"]
     assert rows[-1]["test_kl"] > 0  # the Monte-Carlo KL of a trained model: positive on average
@@ -442,8 +411,6 @@ def test_a_run_with_a_learned_prior_resumes_to_the_same_weights(prior, mnist_roo
     [
         (["--prior", "vampp"], "unknown prior 'vampp'"),
         (["--prior", "vamp", "--prior-opt", "k=0"], "option k must be a whole number from 1"),
-        (["--prior", "vamp", "--prior-opt", "clamp=maybe"], "option clamp wants true or false, got 'maybe'"),
-        (["--prior", "mog", "--prior-opt", "clamp=true"], "clamp"),
         (["--prior", "mog", "--prior-opt", "k=many"], "k"),
         (["--prior", "mog", "--prior-opt", "width=3"], "width"),
         (["--prior-opt", "k"], "--prior-opt"),

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from vaecli.errors import VaeError
-from vaecli.options import as_bool
 from vaecli.priors.base import Encode
 from vaecli.priors.mixture import MixturePrior, components_option, uniform_log_weights
 
@@ -21,24 +20,14 @@ class VampPrior(MixturePrior):
 
     name = "vamp"
 
-    def __init__(
-        self, latent_dim: int, input_shape: tuple[int, int, int], k: str | int = 500,
-        clamp: str | bool = False,
-    ) -> None:  # fmt: skip
+    def __init__(self, latent_dim: int, input_shape: tuple[int, int, int], k: str | int = 500) -> None:
         super().__init__(latent_dim, input_shape)
         self.k = components_option(k)
-        self.clamp = as_bool(clamp, "clamp")
         self.pseudo_inputs = nn.Parameter(torch.rand(self.k, *input_shape))
         self._encode: Encode | None = None
 
     def options(self) -> dict[str, Any]:
-        return {"k": self.k, "clamp": self.clamp}
-
-    def inputs(self) -> torch.Tensor:
-        """The pseudo-inputs the encoder is given: as learned, or with ``clamp`` held in [0, 1],
-        the range of every built-in likelihood's data, as Tomczak & Welling's code holds them (a
-        hardtanh: a pixel past an edge stays there, with no gradient)."""
-        return self.pseudo_inputs.clamp(0.0, 1.0) if self.clamp else self.pseudo_inputs
+        return {"k": self.k}
 
     def attach(self, encode: Encode) -> None:
         self._encode = encode
@@ -46,11 +35,11 @@ class VampPrior(MixturePrior):
     def components(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self._encode is None:
             raise VaeError("the vamp prior was not given the model's encoder")
-        mu, logvar = self._encode(self.inputs())
+        mu, logvar = self._encode(self.pseudo_inputs)
         return uniform_log_weights(self.k, mu), mu, logvar
 
     def component_inputs(self) -> torch.Tensor:
-        return self.inputs().detach()
+        return self.pseudo_inputs.detach()
 
     @torch.no_grad()
     def start_from_data(self, x: torch.Tensor) -> None:
