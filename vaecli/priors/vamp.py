@@ -16,7 +16,9 @@ class VampPrior(MixturePrior):
     """The mixture of the encoder's own posteriors of K pseudo-inputs u_k, learned images in
     the encoder's input space. They start as K training images (random ones, as the model
     prepares them), so the prior starts on the data's codes; the encoder's updates move the
-    prior with it."""
+    prior with it. They are learned freely, not held in [0, 1] by a hardtanh as in Tomczak &
+    Welling's code: binarised images sit on its edges, where it has no gradient (held, the
+    default model's stayed as they started and lost 1.4 nats of -log p(x); docs/models.md)."""
 
     name = "vamp"
 
