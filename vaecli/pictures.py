@@ -462,9 +462,9 @@ def prior_components(
         inputs = model.prior.component_inputs()
     log_weights = log_weights.float().cpu()
     order = torch.sort(log_weights, descending=True, stable=True).indices[:n]
-    count, per_row = order.numel(), math.isqrt(order.numel() - 1) + 1
-    columns = per_row * (2 if inputs is not None else 1)
-    check_grid(count * columns // per_row, model.input_shape, f"--n {n}", nrow=columns)
+    count, per_component = order.numel(), 2 if inputs is not None else 1
+    columns = (math.isqrt(count - 1) + 1) * per_component
+    check_grid(count * per_component, model.input_shape, f"--n {n}", nrow=columns)
     decoded = decode_images(model, means[order.to(means.device)], mode, pixel_generator(model, seed))
     which = "first" if bool((log_weights == log_weights[0]).all()) else "heaviest"
     note = f"the {which} {count} of the {log_weights.numel()} components of the {name} prior"
