@@ -423,11 +423,11 @@ def test_vae_prior_of_a_vamp_topped_hierarchy_decodes_the_top_groups_components(
         top = model.encode_top(pseudo)[0]
         assert top.shape == (4, 2)
         decoded = expected_pixels(model, top)
-    shown = (pseudo[:, 0].clamp(0, 1) * 255).round().int().numpy()
+    shown, grid = (pseudo[:, 0].clamp(0, 1) * 255).round().int().numpy(), pixels(out)
     for i in range(4):
         row, column = divmod(i, 2)
-        assert close(cell(pixels(out), row, 2 * column), shown[i])
-        assert close(cell(pixels(out), row, 2 * column + 1), decoded[i])
+        assert close(cell(grid, row, 2 * column), shown[i])
+        assert close(cell(grid, row, 2 * column + 1), decoded[i])
 
 
 HIERARCHY_FLAGS = ["--model", "hierarchical", "--model-opt", "cells=dense", "--model-opt", "width=8"]
