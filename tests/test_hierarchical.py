@@ -454,6 +454,10 @@ HIERARCHY_FLAGS = ["--model", "hierarchical", "--model-opt", "cells=dense", "--m
         (["--grad-clip", "-1"], "--grad-clip must be a positive number, got -1.0"),
         (["--grad-skip", "0"], "--grad-skip must be a positive number, got 0.0"),
         (["--ema", "1"], "--ema must be from 0 (off) to below 1"),
+        (["--weight-decay", "-0.1"], "--weight-decay must be 0 (off) or a positive number below 1 / lr"),
+        (["--weight-decay", "nan"], "--weight-decay must be 0 (off) or a positive number below 1 / lr"),
+        (["--lr", "0.1", "--weight-decay", "10"], "--weight-decay must be 0 (off) or a positive number"),
+        (["--weight-decay", "x"], "Invalid value for '--weight-decay'"),
         ([*HIERARCHY_FLAGS, "--objective", "iwae", "--objective-opt", "dreg=true"], "has no DReG estimator"),
     ],
 )

@@ -1,6 +1,7 @@
 """The optimiser: EagerAdam gives torch.optim.Adam's numbers and state dict, bit for bit, and a
 run that does not compile never imports torch._dynamo (what EagerAdam and vaecli's own image
-grid are for: 2 s each of a start and of a run's end)."""
+grid are for: 2 s each of a start and of a run's end); --weight-decay is torch's AdamW on the
+layers' weights and leaves biases and the prior's parameters alone."""
 
 from __future__ import annotations
 
@@ -50,9 +51,87 @@ def test_eager_adam_is_torch_adam_bit_for_bit(fused):
 
 
 def test_a_compiled_run_keeps_torch_adam():
-    params = [torch.nn.Parameter(torch.zeros(3))]
-    assert type(make_optimizer(params, 1e-3, compiled=True)) is torch.optim.Adam
-    assert type(make_optimizer(params, 1e-3, compiled=False)) is EagerAdam
+    net = torch.nn.Linear(3, 1)
+    assert type(make_optimizer(net, 1e-3, compiled=True)) is torch.optim.Adam
+    assert type(make_optimizer(net, 1e-3, compiled=False)) is EagerAdam
+
+
+class WithPrior(torch.nn.Module):
+    """Layers of every decayed kind, a bare parameter and a prior with a parameter and a layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = torch.nn.Linear(6, 4)
+        self.conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+        self.deconv = torch.nn.ConvTranspose2d(2, 1, 3, padding=1)
+        self.start = torch.nn.Parameter(torch.randn(1, 4))
+        self.prior = torch.nn.Module()
+        self.prior.pseudo_inputs = torch.nn.Parameter(torch.rand(3, 6))
+        self.prior.flow = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        image = self.deconv(self.conv(x[:, :4].reshape(-1, 1, 2, 2)))
+        return (
+            (self.dense(x) + self.start).sum()
+            + image.sum()
+            + self.prior.flow(self.dense(self.prior.pseudo_inputs)).sum()
+        )
+
+
+DECAYED = ("dense.weight", "conv.weight", "deconv.weight")
+
+
+def test_weight_decay_shrinks_only_the_layers_weights_by_one_minus_lr_times_decay():
+    """With zero gradients Adam's step is 0, so what moves is the decay alone: the closed form
+    w (1 - lr * decay) on the layers' weights, nothing elsewhere."""
+    torch.manual_seed(0)
+    model = WithPrior()
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    optimizer = make_optimizer(model, 0.1, compiled=False, weight_decay=0.3)
+    for steps in (1, 2):
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        optimizer.step()
+        for name, value in model.named_parameters():
+            factor = (1 - 0.1 * 0.3) ** steps if name in DECAYED else 1.0
+            torch.testing.assert_close(value.detach(), before[name] * factor, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_weight_decay_is_torch_adamw_on_the_weights_and_adam_on_the_rest(fused):
+    torch.manual_seed(1)
+    ours, theirs = WithPrior(), WithPrior()
+    theirs.load_state_dict(ours.state_dict())
+    optimizer = make_optimizer(ours, 0.01, compiled=False, weight_decay=0.5)
+    named = dict(theirs.named_parameters())
+    references = [
+        torch.optim.AdamW([named[k] for k in DECAYED], lr=0.01, weight_decay=0.5, fused=fused),
+        torch.optim.Adam([p for k, p in named.items() if k not in DECAYED], lr=0.01, fused=fused),
+    ]
+    for _ in range(5):
+        x = torch.randn(8, 6)
+        for model, optimizers in ((ours, [optimizer]), (theirs, references)):
+            for opt in optimizers:
+                opt.zero_grad()
+            model(x).square().backward()
+            for opt in optimizers:
+                opt.step()
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_a_skipped_step_does_not_decay_the_weights():
+    """The NaN guard and --grad-skip skip an update on the device through the fused optimiser's
+    found_inf: the decay is part of the update and is skipped with it."""
+    model = torch.nn.Linear(4, 2)
+    optimizer = make_optimizer(model, 0.1, compiled=False, weight_decay=0.5)
+    if not optimizer.defaults.get("fused"):
+        pytest.skip("no fused Adam on this device: the guard then does not call step() at all")
+    before = model.weight.detach().clone()
+    model(torch.randn(3, 4)).sum().backward()
+    optimizer.found_inf = torch.ones(())
+    optimizer.step()
+    assert torch.equal(model.weight, before)
 
 
 def test_step_runs_with_gradients_off_and_keeps_the_callers_mode(monkeypatch):

@@ -100,6 +100,27 @@ def test_crash_after_a_step_checkpoint_resumes_exactly(mnist_root, tmp_path, uni
     assert same_weights(out, uninterrupted)
 
 
+def test_a_weight_decayed_run_resumes_exactly_and_leaves_the_prior_undecayed(
+    mnist_root, tmp_path, uninterrupted
+):
+    """--weight-decay makes two parameter groups (the layers' weights, the rest): a checkpoint
+    holds both, and a crashed run goes on from it bit for bit."""
+    decayed = {"weight_decay": 0.5, "prior": "vamp", "prior_options": {"k": 5}}
+    straight, out = tmp_path / "straight", tmp_path / "run"
+    train(small_config(mnist_root, straight, **decayed))
+    with pytest.raises(SystemError):
+        train(small_config(mnist_root, out, checkpoint_every=4, **decayed), CrashAt(epoch=2, step=10))
+    train(small_config(mnist_root, out, checkpoint_every=4, **decayed), resume=True)
+    assert same_weights(out, straight)
+    with safe_open(str(out / CHECKPOINT_FILE), framework="pt") as f:
+        groups = json.loads(f.metadata()[CHECKPOINT_FORMAT])["optimizer_param_groups"]
+    assert [(g["weight_decay"], g["decoupled_weight_decay"]) for g in groups] == [(0.5, True), (0.0, True)]
+    weights = load_file(str(out / "model.safetensors"))
+    decayed_ids = set(groups[0]["params"])
+    assert len(decayed_ids) == len([k for k in weights if k.endswith(".weight") and "prior" not in k])
+    assert load_config_file(out / "config.yaml").weight_decay == 0.5
+
+
 def test_sigterm_checkpoints_and_exits_143(mnist_root, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(TrainingInterrupted, match="SIGTERM") as info:

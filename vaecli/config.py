@@ -59,6 +59,8 @@ class TrainConfig:
     batch_size: int = 384
     lr: float = 2.5e-3
     lr_schedule: str = "cosine"
+    #: AdamW's decoupled weight decay on the layers' weights (vaecli.training.optimiser); 0: off.
+    weight_decay: float = 0.0
     seed: int = 0
     device: str = "auto"
     out: str | None = None
@@ -106,6 +108,11 @@ class TrainConfig:
             raise UsageError(f"{name('seed')} must be from 0 to {MAX_SEED}, got {self.seed}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UsageError(f"{name('lr')} must be a positive number, got {self.lr}")
+        if not (0.0 <= self.weight_decay and self.weight_decay * self.lr < 1.0):
+            raise UsageError(
+                f"{name('weight_decay')} must be 0 (off) or a positive number below 1 / lr (each step "
+                f"multiplies the weights by 1 - lr * decay), got {self.weight_decay}"
+            )
         for key in ("grad_clip", "grad_skip"):
             value = getattr(self, key)
             if value is not None and not (value > 0 and math.isfinite(value)):

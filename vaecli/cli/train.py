@@ -62,6 +62,7 @@ from vaecli.cli.train_options import (
     ResumeOpt,
     SigmaOpt,
     StreamOpt,
+    WeightDecayOpt,
 )
 from vaecli.config import TrainConfig
 from vaecli.console import ConsoleObserver
@@ -91,6 +92,7 @@ def train(
     batch_size: BatchSizeOpt = TrainConfig.batch_size,
     lr: LrOpt = TrainConfig.lr,
     lr_schedule: LrScheduleOpt = TrainConfig.lr_schedule,
+    weight_decay: WeightDecayOpt = TrainConfig.weight_decay,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     out: OutOpt = None,
@@ -131,8 +133,8 @@ def train(
 
 #: vae train's parameters that are TrainConfig settings of the same name, as typed.
 PLAIN_FLAGS = ("data", "data_dir", "likelihood", "arch", "latent_dim", "prior", "model", "epochs",
-               "batch_size",
-               "lr", "lr_schedule", "seed", "device", "out", "force", "limit_train", "limit_test",
+               "batch_size", "lr", "lr_schedule", "weight_decay",
+               "seed", "device", "out", "force", "limit_train", "limit_test",
                "checkpoint_every", "on_nan", "precision", "compile", "grad_clip", "grad_skip",
                "ema", "stream")  # fmt: skip
 

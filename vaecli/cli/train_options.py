@@ -51,6 +51,9 @@ EpochsOpt = Annotated[int, typer.Option(help="Passes over the training set.")]
 BatchSizeOpt = Annotated[int, typer.Option(help="Images per step.")]
 LrOpt = Annotated[float, typer.Option(help="Adam learning rate (peak of the schedule).")]
 LrScheduleOpt = Annotated[str, typer.Option(help="cosine (to 0 over the run) or constant.")]
+WeightDecayOpt = Annotated[
+    float, typer.Option(help="AdamW's decoupled weight decay on the layers' weights, e.g. 0.01 (0: off).")
+]
 OutOpt = Annotated[str | None, typer.Option(help="Run folder (default: runs/DATA-LIKELIHOOD-ARCH[-N]).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or epoch rows.")]
 LimitTrainOpt = Annotated[int | None, typer.Option(help="Use only the first N training images.")]

@@ -1,4 +1,5 @@
-"""The optimiser: torch's Adam, fused where this torch and device have it.
+"""The optimiser: torch's Adam, fused where this torch and device have it, with AdamW's
+decoupled weight decay on the layers' weights when ``--weight-decay`` asks for it.
 
 torch.optim wraps ``add_param_group``, ``zero_grad``, ``state_dict`` and ``load_state_dict`` in
 ``torch._disable_dynamo`` and ``step`` in a guard that calls ``torch._dynamo.graph_break()``,
@@ -11,7 +12,7 @@ wrappers keep dynamo out of the optimiser.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,12 +41,42 @@ class EagerAdam(torch.optim.Adam):
 ADAM_STEP = unwrapped(torch.optim.Adam.step)
 
 
-def make_optimizer(parameters: Iterable[torch.nn.Parameter], lr: float, compiled: bool) -> torch.optim.Adam:
-    """Adam with fused kernels where this torch and device have them; torch's own class for a
-    compiled run (``compiled``), :class:`EagerAdam` otherwise."""
+#: The layers whose ``weight`` --weight-decay shrinks: the matrices and kernels that scale a
+#: network's features. Biases, norms' gains, a hierarchy's start state and a prior's own
+#: parameters (pseudo-inputs, component means) are places, not scales: decay would pull them
+#: towards 0 (a VampPrior's pseudo-inputs towards a black image), so they are left alone.
+DECAYED_LAYERS = (torch.nn.Linear, torch.nn.Bilinear, torch.nn.modules.conv._ConvNd)
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """The optimiser's groups: one of every parameter without decay; with ``weight_decay`` the
+    weights of :data:`DECAYED_LAYERS` outside the prior first, decayed, then the rest."""
+    parameters = list(model.parameters())
+    if not weight_decay:
+        return [{"params": parameters}]
+    prior = getattr(model, "prior", None)
+    in_prior = {id(p) for p in prior.parameters()} if isinstance(prior, torch.nn.Module) else set()
+    decayed = {
+        id(module.weight): module.weight
+        for module in model.modules()
+        if isinstance(module, DECAYED_LAYERS) and id(module.weight) not in in_prior
+    }
+    rest = [p for p in parameters if id(p) not in decayed]
+    return [
+        {"params": list(decayed.values()), "weight_decay": weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(
+    model: torch.nn.Module, lr: float, compiled: bool, weight_decay: float = 0.0
+) -> torch.optim.Adam:
+    """Adam (AdamW's decoupled decay ``weight_decay`` on :func:`parameter_groups`' first group)
+    with fused kernels where this torch and device have them; torch's own class for a compiled
+    run (``compiled``), :class:`EagerAdam` otherwise."""
     kind = torch.optim.Adam if compiled else EagerAdam
-    parameters = list(parameters)
+    groups = parameter_groups(model, weight_decay)
     try:
-        return kind(parameters, lr=lr, fused=True)
+        return kind(groups, lr=lr, fused=True, decoupled_weight_decay=True)
     except (RuntimeError, TypeError):
-        return kind(parameters, lr=lr)
+        return kind(groups, lr=lr, decoupled_weight_decay=True)

@@ -317,7 +317,7 @@ def start_run(
     if config.compile:
         compile_now(forward, model, objective, feed, config, ranks, device)
     compile_seconds = time.perf_counter() - compile_started
-    optimizer = make_optimizer(model.parameters(), config.lr, compiled=config.compile)
+    optimizer = make_optimizer(model, config.lr, compiled=config.compile, weight_decay=config.weight_decay)
     run = TrainingRun(
         config, ranks, device, precision, run_dir, model, forward, objective, optimizer,
         precision.scaler(device), None, feed, test_images,
