@@ -120,6 +120,14 @@ def test_weight_decay_is_torch_adamw_on_the_weights_and_adam_on_the_rest(fused):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=name)
 
 
+def test_weight_decay_on_a_model_without_layers_says_it_decays_nothing():
+    model = torch.nn.Module()
+    model.scale = torch.nn.Parameter(torch.ones(3))
+    with pytest.warns(UserWarning, match=r"--weight-decay 0.1 decays nothing: the model has no linear"):
+        groups = make_optimizer(model, 0.01, compiled=False, weight_decay=0.1).param_groups
+    assert [len(g["params"]) for g in groups] == [0, 1]
+
+
 def test_a_skipped_step_does_not_decay_the_weights():
     """The NaN guard and --grad-skip skip an update on the device through the fused optimiser's
     found_inf: the decay is part of the update and is skipped with it."""

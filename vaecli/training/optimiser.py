@@ -12,6 +12,7 @@ wrappers keep dynamo out of the optimiser.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -61,6 +62,12 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
         for module in model.modules()
         if isinstance(module, DECAYED_LAYERS) and id(module.weight) not in in_prior
     }
+    if not decayed:
+        warnings.warn(
+            f"--weight-decay {weight_decay} decays nothing: the model has no linear or convolutional "
+            "layer outside its prior",
+            stacklevel=3,
+        )
     rest = [p for p in parameters if id(p) not in decayed]
     return [
         {"params": list(decayed.values()), "weight_decay": weight_decay},
