@@ -100,9 +100,7 @@ def test_crash_after_a_step_checkpoint_resumes_exactly(mnist_root, tmp_path, uni
     assert same_weights(out, uninterrupted)
 
 
-def test_a_weight_decayed_run_resumes_exactly_and_leaves_the_prior_undecayed(
-    mnist_root, tmp_path, uninterrupted
-):
+def test_a_weight_decayed_run_resumes_exactly_and_leaves_the_prior_undecayed(mnist_root, tmp_path):
     """--weight-decay makes two parameter groups (the layers' weights, the rest): a checkpoint
     holds both, and a crashed run goes on from it bit for bit."""
     decayed = {"weight_decay": 0.5, "prior": "vamp", "prior_options": {"k": 5}}

@@ -83,8 +83,7 @@ def make_optimizer(
     run (``compiled``), :class:`EagerAdam` otherwise."""
     kind = torch.optim.Adam if compiled else EagerAdam
     groups = parameter_groups(model, weight_decay)
-    # (only with a decay: torch's fused AdamW kernel reads a scalar from its tensors on a CPU,
-    # which the steady-state step must not do; tests/test_step_waits.py)
+    # (only with a decay: a run without one keeps exactly the step it had, torch's fused Adam)
     decoupled = {"decoupled_weight_decay": True} if weight_decay else {}
     try:
         return kind(groups, lr=lr, fused=True, **decoupled)
