@@ -16,6 +16,7 @@ LR_SCHEDULES = ("cosine", "constant")
 ON_NAN = ("stop", "skip")
 PRECISIONS = ("auto", "32", "bf16", "16-mixed")  # see vaecli.precision
 STREAMS = ("auto", "on", "off")  # see vaecli.training.feeding
+KEEP = ("last", "best")  # see vaecli.training.selection
 FOLDER_PREFIX = "folder:"
 MAX_SIZE = 1 << 20  # no latent size (or image side) of a real model is larger
 MAX_BATCH = 1 << 24
@@ -78,6 +79,10 @@ class TrainConfig:
     grad_clip: float | None = None
     grad_skip: float | None = None
     ema: float = 0.0
+    #: Which epoch model.safetensors holds: the ``last``, or the ``best`` by the validation split's
+    #: bound; ``patience``: stop after that many epochs without a better one (None: never).
+    keep: str = "last"
+    patience: int | None = None
     #: Whether the training images stay on the host and reach the step in a background pipeline
     #: (vaecli.training.feeding): auto (when they do not fit the device), on, off.
     stream: str = "auto"
@@ -97,7 +102,7 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "latent_dim"):
             if getattr(self, key) < 1:
                 raise UsageError(f"{name(key)} must be at least 1, got {getattr(self, key)}")
-        for key in ("limit_train", "limit_test", "checkpoint_every"):
+        for key in ("limit_train", "limit_test", "checkpoint_every", "patience"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise UsageError(f"{name(key)} must be at least 1, got {value}")
@@ -119,7 +124,8 @@ class TrainConfig:
                 raise UsageError(f"{name(key)} must be a positive number, got {value}")
         if not 0.0 <= self.ema < 1.0:
             raise UsageError(f"{name('ema')} must be from 0 (off) to below 1, e.g. 0.999; got {self.ema}")
-        choices = {"lr_schedule": LR_SCHEDULES, "precision": PRECISIONS, "on_nan": ON_NAN, "stream": STREAMS}
+        choices = {"lr_schedule": LR_SCHEDULES, "precision": PRECISIONS, "on_nan": ON_NAN, "stream": STREAMS,
+                   "keep": KEEP}  # fmt: skip
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise UsageError(f"{name(key)}: unknown '{getattr(self, key)}' (use {', '.join(allowed)})")
@@ -147,6 +153,27 @@ class TrainConfig:
         # (on a 1-pixel image: only the options are checked, before the data are read)
         build_prior(self.prior, self.latent_dim, (1, 1, 1), self.prior_options)
         self._check_model(name)
+        self._check_selection(source)
+
+    def _check_selection(self, source: str | None) -> None:
+        """Choosing an epoch (keep: best, patience) needs a validation split: choosing it on the
+        test set would make the test figures a selected best, not an estimate."""
+        from vaecli.datasets import has_validation
+
+        if self.keep != "best" and self.patience is None:
+            return
+        if has_validation(self.data, self.data_options):
+            return
+        flags = {"--keep best": "key 'keep: best'", "--patience": "key 'patience'"}
+        chosen = (self.keep == "best", self.patience is not None)
+        given = [flag for flag, on in zip(flags, chosen, strict=True) if on]
+        what = " and ".join(flags[flag] if source else flag for flag in given)
+        what = f"{source}: {what}" if source else what
+        verb = "choose" if len(given) > 1 else "chooses"
+        raise UsageError(
+            f"{what} {verb} an epoch on a validation split, and dataset '{self.data}' has none here: add "
+            "--data-opt val=N to hold out the last N training images (e.g. val=10000)"
+        )
 
     def _check_model(self, name: Callable[[str], str]) -> None:
         """A model with cells of its own (the hierarchy) takes no architecture or latent size."""

@@ -145,11 +145,21 @@ def all_sum(ranks: Ranks, tensor: torch.Tensor) -> torch.Tensor:
 
 def any_signal(ranks: Ranks, signum: int | None, device: torch.device) -> int | None:
     """The signal any rank received (so that every rank stops at the same step), else None."""
+    return _all_max(ranks, signum or 0, device) or None
+
+
+def any_rank(ranks: Ranks, flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is set on any rank (every rank gets the same answer)."""
+    return bool(_all_max(ranks, int(flag), device))
+
+
+def _all_max(ranks: Ranks, value: int, device: torch.device) -> int:
+    """The largest of the ranks' ``value``s."""
     if not ranks.distributed:
-        return signum
-    flag = torch.tensor([signum or 0], device=device)  # NCCL reduces only GPU tensors
+        return value
+    flag = torch.tensor([value], device=device)  # NCCL reduces only GPU tensors
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return int(flag) or None
+    return int(flag)
 
 
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:

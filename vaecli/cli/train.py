@@ -39,6 +39,7 @@ from vaecli.cli.train_options import (
     GradSkipOpt,
     HiddenOpt,
     IwSamplesOpt,
+    KeepOpt,
     KlWarmupOpt,
     LatentDimOpt,
     LikelihoodOpt,
@@ -55,6 +56,7 @@ from vaecli.cli.train_options import (
     ObjectiveOptionOpt,
     OnNanOpt,
     OutOpt,
+    PatienceOpt,
     PrecisionOpt,
     PriorOpt,
     PriorOptionOpt,
@@ -114,6 +116,8 @@ def train(
     grad_clip: GradClipOpt = TrainConfig.grad_clip,
     grad_skip: GradSkipOpt = TrainConfig.grad_skip,
     ema: EmaOpt = TrainConfig.ema,
+    keep: KeepOpt = TrainConfig.keep,
+    patience: PatienceOpt = TrainConfig.patience,
     stream: StreamOpt = TrainConfig.stream,
     callback: CallbackOpt = None,
     callback_opt: CallbackOptionOpt = None,
@@ -136,7 +140,7 @@ PLAIN_FLAGS = ("data", "data_dir", "likelihood", "arch", "latent_dim", "prior", 
                "batch_size", "lr", "lr_schedule", "weight_decay",
                "seed", "device", "out", "force", "limit_train", "limit_test",
                "checkpoint_every", "on_nan", "precision", "compile", "grad_clip", "grad_skip",
-               "ema", "stream")  # fmt: skip
+               "ema", "keep", "patience", "stream")  # fmt: skip
 
 
 def _train_flags(given: dict[str, Any]) -> dict[str, Any]:

@@ -104,6 +104,17 @@ EmaOpt = Annotated[
         help="Average the weights with this decay (e.g. 0.999) for eval, samples and the model file."
     ),
 ]
+KeepOpt = Annotated[
+    str,
+    typer.Option(
+        help="What model.safetensors holds: last (the last epoch) or best (the epoch with the lowest "
+        "validation bound; needs a validation split, e.g. --data-opt val=10000)."
+    ),
+]
+PatienceOpt = Annotated[
+    int | None,
+    typer.Option(help="Stop after N epochs in which the validation bound did not go below its best."),
+]
 StreamOpt = Annotated[
     str,
     typer.Option(

@@ -14,6 +14,7 @@ from vaecli.evaluation import mean_elbo
 from vaecli.objectives.base import describe
 from vaecli.training.callbacks import Callbacks
 from vaecli.training.run import TrainingRun
+from vaecli.training.selection import stops_early
 from vaecli.training.step import NanGuard, train_step
 
 
@@ -24,6 +25,8 @@ def fit(run: TrainingRun, callbacks: Callbacks) -> None:
     try:
         for epoch in range(run.position.epoch, run.config.epochs + 1):
             run_epoch(run, guard, callbacks, epoch)
+            if stops_early(run):
+                break
     finally:
         run.guard = None  # (run and guard refer to each other: no cycle keeps DDP alive past the run)
         callbacks.call("on_train_end", run)

@@ -14,6 +14,7 @@ from vaecli.pictures import Inputs, reconstruction_grid, reconstructions
 from vaecli.plots import CURVES_FILE, curves_png
 from vaecli.training.callbacks import Callback
 from vaecli.training.run import METRICS_FILE, TrainingRun, write_metrics
+from vaecli.training.selection import is_best
 
 SAMPLE_SEED = 0  # the per-epoch sample grids decode the same z every epoch
 SAMPLES = 64
@@ -78,9 +79,12 @@ def _draw_pictures(run: TrainingRun) -> dict[str, torch.Tensor]:
 
 
 class ModelFile(RunCallback):
-    """model.safetensors after every epoch, with that epoch's metrics in its header."""
+    """model.safetensors after every epoch, with that epoch's metrics in its header; with
+    ``--keep best`` only after an epoch whose validation bound is the lowest so far."""
 
     def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        if self.run.config.keep == "best" and not is_best(self.run.history, self.run.row_split):
+            return
         with self.run.evaluation_weights():  # (the moving average, with --ema)
             save_model(self.run.run_dir / MODEL_FILE, self.run.model, {**self.run.info, "metrics": metrics})
 
@@ -102,5 +106,6 @@ class Checkpoints(RunCallback):
 def run_folder_callbacks() -> list[Callback]:
     """vaecli's own callbacks, in the order they run: the model file, the metrics and pictures,
     then the checkpoint. A failure at any point leaves a run that resumes: metrics.jsonl never
-    records an epoch whose model was not saved, and rows past the checkpoint are redone."""
+    records an epoch whose model was not saved (with --keep best: a best one), and rows past the
+    checkpoint are redone."""
     return [ModelFile(), MetricsFile(), EpochPictures(), Checkpoints()]

@@ -52,6 +52,7 @@ from vaecli.runs import (
 from vaecli.training.compiling import compile_now, make_forward
 from vaecli.training.feeding import DeviceFeed, StreamedFeed, make_feed
 from vaecli.training.optimiser import make_optimizer
+from vaecli.training.selection import early_stop
 from vaecli.training.stabilisers import GradientLimit, WeightAverage
 from vaecli.training.step import NanGuard, check_objective
 
@@ -367,6 +368,9 @@ def restore(run: TrainingRun) -> None:
         run.average.load(state.tensors, int(state.extra.get("ema_updates", 0)))
     metrics_file = run.run_dir / METRICS_FILE
     run.history = [m for m in read_metrics(metrics_file) if m["epoch"] < run.position.epoch]
+    stopped = early_stop(run.history, run.row_split, run.config.patience)
+    if stopped is not None:
+        raise VaeError(f"{run.run_dir} {stopped}: nothing to resume")
     if run.ranks.is_main:
         write_metrics(metrics_file, run.history)
 
