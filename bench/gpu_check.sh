@@ -1,27 +1,28 @@
 #!/usr/bin/env bash
 # Everything that needs an NVIDIA GPU, in one command (about 6 minutes on one modern GPU):
 # the device, the tests marked for devices on CUDA, training throughput against the PyTorch
-# example loop on the same GPU, the profiler's top kernels, and time to 100 nats.
+# example loop on the same GPU, the profiler's top kernels, time to 100 nats, and whether the
+# conv models are faster with channels-last convolutions there.
 #
 #     VAECLI_DATA_DIR=../shared/data bash bench/gpu_check.sh [PART...]   # log: $OUT/gpu_check.log
 #
-# PARTs (default: all, in this order): tests, throughput, profile, quality; name some to rerun
+# PARTs (default: all, in this order): tests, throughput, profile, quality, layout; name some to rerun
 # only those. MNIST comes from $VAECLI_DATA_DIR; where that is unset and .gpu_data/mnist.tar.gz
 # is there (bench/gpu_pack.sh makes it, for a machine that cannot reach ../shared), it is
 # unpacked to a temporary folder. PYTHON names the interpreter (default: .venv/bin/python if
 # there, else python3); vaecli is installed into it (offline, without dependencies) when its
 # entry points are missing. The exit code is 1 when any part failed; every part runs whatever
-# the others did, each under its own time limit (the limits add up to under 9 minutes).
+# the others did, each under its own time limit (the limits add up to 12 minutes; the parts take about 6).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG="${OUT:-/tmp}/gpu_check.log"
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-[ $# -gt 0 ] || set -- tests throughput profile quality
+[ $# -gt 0 ] || set -- tests throughput profile quality layout
 PARTS=("$@")
 for name in "${PARTS[@]}"; do
-    case $name in tests|throughput|profile|quality) ;; *) echo "gpu_check.sh: no part '$name' (tests, throughput, profile, quality)" >&2; exit 2;; esac
+    case $name in tests|throughput|profile|quality|layout) ;; *) echo "gpu_check.sh: no part '$name' (tests, throughput, profile, quality, layout)" >&2; exit 2;; esac
 done
 export PYTHONUNBUFFERED=1 VAECLI_PROGRESS_SECONDS=3600
 exec > >(tee "$LOG") 2>&1
@@ -67,6 +68,10 @@ fi
 if wanted quality; then
     part "wall time to 100 test nats against the example loop, on the GPU"
     run 150 "$PYTHON" bench/time_to_quality.py --device cuda
+fi
+if wanted layout; then
+    part "the conv models' images/s with channels-last convolutions against the default layout"
+    run 90 "$PYTHON" bench/conv_layout.py --device cuda --rounds 2
 fi
 
 part "done: $([ $failed = 0 ] && echo 'every part passed' || echo 'some parts FAILED (!! above)')"

@@ -32,11 +32,11 @@ CONTESTANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def one_epoch(root: str, settings: dict[str, Any], limit: int | None) -> float:
+def one_epoch(root: str, settings: dict[str, Any], limit: int | None, device: str = "cpu") -> float:
     """images/s of one epoch of the default recipe with ``settings``."""
     with tempfile.TemporaryDirectory() as out:
         settings = {"limit_train": limit, **settings}
-        config = TrainConfig(data_dir=root, epochs=1, device="cpu", out=out, limit_test=1000, **settings)
+        config = TrainConfig(data_dir=root, epochs=1, device=device, out=out, limit_test=1000, **settings)
         return train(config).metrics[-1]["images_per_s"]
 
 

@@ -1,10 +1,13 @@
 """Device choice: the logic for every kind of machine, without pretending hardware exists."""
 
+import copy
+
 import pytest
 import torch
 
-from vaecli.devices import Hardware, choose_device
+from vaecli.devices import CHANNELS_LAST_DEVICES, LAYOUT_AWARE, Hardware, choose_device, place
 from vaecli.errors import UsageError, VaeError
+from vaecli.models import ModelSpec, build_model
 
 CPU_ONLY = Hardware(cuda_count=0, mps=False)
 MAC = Hardware(cuda_count=0, mps=True)
@@ -48,3 +51,61 @@ def test_this_machine_detects_what_torch_sees():
     device = choose_device("auto")
     assert device.type == ("cuda" if hw.cuda_count else "mps" if hw.mps else "cpu")
     torch.ones(2, device=device).sum()  # the chosen device really runs
+
+
+def _conv_models() -> dict[str, torch.nn.Module]:
+    """The built-in models with convolutions, on 3-channel 10x10 images (a layout that matters:
+    with one channel, channels-last and contiguous strides are the same)."""
+    torch.manual_seed(0)
+    shape = (3, 10, 10)
+    vae = ModelSpec(input_shape=shape, latent_dim=4, architecture="conv", likelihood="categorical",
+                    likelihood_options={"bins": 4},
+                    architecture_options={"channels": "8,8", "hidden": "16"})  # fmt: skip
+    hierarchy = ModelSpec(input_shape=shape, latent_dim=0, model="hierarchical", likelihood="gaussian",
+                          model_options={"width": 8, "groups": "1,1"})  # fmt: skip
+    return {"conv vae": build_model(vae), "conv hierarchy": build_model(hierarchy)}
+
+
+@pytest.mark.parametrize("name", ["conv vae", "conv hierarchy"])
+def test_on_the_cpu_convolutions_run_channels_last_with_the_same_numbers(name):
+    """place() makes the 2-D convolutions' weights channels-last on the CPU (oneDNN's faster
+    kernels); the model's terms and gradients are those of the default layout, to rounding, and
+    the decoder's parameters reach the likelihood contiguous."""
+    model = _conv_models()[name]
+    default = copy.deepcopy(model)
+    placed = place(model, torch.device("cpu"))
+    convolutions = [m for m in placed.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+    channels_last = [m.weight.is_contiguous(memory_format=torch.channels_last) for m in convolutions]
+    assert convolutions and all(channels_last)
+    # (for one input channel or a 1x1 kernel the two layouts' strides are the same)
+    spread = [m.weight for m in convolutions if m.weight.shape[1] > 1 and m.weight[0, 0].numel() > 1]
+    assert spread and all(not weight.is_contiguous() for weight in spread)
+    x = placed.likelihood.prepare(torch.randint(0, 256, (5, 3, 10, 10), dtype=torch.uint8), torch.Generator())
+    eps = torch.randn(5, 2, placed.noise_dim())
+    results = []
+    for net in (placed, default):
+        terms = net(x, eps, True, False)
+        loss = -(terms.reconstruction.mean() - terms.kl.sum(-1).mean())
+        loss.backward()
+        grads = [p.grad.clone() for p in net.parameters() if p.grad is not None]
+        results.append((terms.reconstruction, terms.kl, terms.log_weight, grads))
+        assert net.decode(torch.randn(2, sum(net.code_widths()[-1:]))).is_contiguous()
+    for ours, theirs in zip(*results, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+class ForeignBlock(torch.nn.Module):
+    """A plugin's module: its code may .view() its activations, so its model keeps the layout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+
+def test_a_model_with_modules_of_another_package_keeps_the_default_layout():
+    model = _conv_models()["conv vae"]
+    model.extra = ForeignBlock()
+    place(model, torch.device("cpu"))
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert ForeignBlock.__module__.partition(".")[0] not in LAYOUT_AWARE
+    assert "cuda" not in CHANNELS_LAST_DEVICES  # (until a GPU run has measured it)

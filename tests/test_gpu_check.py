@@ -34,7 +34,7 @@ def _bash(script: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
 def test_a_part_it_does_not_know_is_one_line_and_exit_2(tmp_path):
     done = _bash(_checkout(tmp_path) / "bench" / "gpu_check.sh", "tests", "speed", OUT=str(tmp_path))
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr == "gpu_check.sh: no part 'speed' (tests, throughput, profile, quality)\n"
+    assert done.stderr == "gpu_check.sh: no part 'speed' (tests, throughput, profile, quality, layout)\n"
     assert not (tmp_path / "gpu_check.log").exists()
 
 

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from vaecli.architectures import ELU
+from vaecli.devices import place
 from vaecli.errors import VaeError
 from vaecli.modelfile import FORMAT, FORMAT_VERSION, load_model, read_header, save_model
 from vaecli.models import ModelSpec, build_model
@@ -20,6 +21,7 @@ def test_round_trip_reproduces_outputs_exactly(tmp_path, arch):
     path = tmp_path / "m.safetensors"
     save_model(path, model, {"metrics": {"test_neg_elbo": 1.5}})
     loaded, header = load_model(path)
+    place(model, "cpu")  # (as load_model places it: on a CPU a conv model's weights go channels-last)
     x = torch.rand(4, 1, 28, 28)
     z = torch.randn(4, 6)
     with torch.no_grad():

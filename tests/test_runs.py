@@ -127,6 +127,24 @@ def test_sigterm_checkpoints_and_exits_143(mnist_root, tmp_path):
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers are put back
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["conv", "hierarchical"])
+def test_a_convolutional_run_resumes_exactly_with_its_channels_last_weights(model, mnist_root, tmp_path):
+    """On the CPU the convolutions' weights are channels-last, and so are Adam's moments of them;
+    a checkpoint holds both contiguous, and the fused step reads weight and moments as flat
+    arrays: the moments must take their weights' layout again on resume, or each weight is
+    updated with another entry's moments (the runs would part from the first resumed step)."""
+    hierarchy = {"model": "hierarchical", "arch_options": {}, "latent_dim": 32}
+    parts = {"arch": "conv"} if model == "conv" else {**hierarchy, "model_options": {"width": "16"}}
+    settings = {"epochs": 2, "limit_train": 600, "checkpoint_every": 3, **parts}
+    straight, out = tmp_path / "straight", tmp_path / "resumed"
+    train(small_config(mnist_root, straight, **settings))
+    with pytest.raises(SystemError):
+        train(small_config(mnist_root, out, **settings), CrashAt(epoch=2, step=4))
+    train(small_config(mnist_root, out, **settings), resume=True)  # from step 3 of epoch 2
+    assert same_weights(out, straight)
+
+
 def test_resume_refuses_a_folder_without_checkpoint(mnist_root, tmp_path):
     (tmp_path / "config.yaml").write_text("epochs: 2\n")
     with pytest.raises(VaeError, match="has no checkpoint.safetensors"):

@@ -143,7 +143,8 @@ class _Crop(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         c, height, width = self.input_shape
         h = h[:, :, :height, :width]
-        return h.reshape(h.shape[0], self.params_per_pixel, c, height, width)
+        # (contiguous: a likelihood may .view() the parameters, which refuses channels-last ones)
+        return h.reshape(h.shape[0], self.params_per_pixel, c, height, width).contiguous()
 
 
 class ResidualBlock(nn.Module):

@@ -133,6 +133,20 @@ def checkpoint_format_version(path: str | os.PathLike[str]) -> int:
     return format_version(checkpoint_header(path), default=0)
 
 
+def match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each state tensor of a parameter's shape (Adam's moments) the parameter's memory
+    layout: a checkpoint holds them contiguous, and the fused step reads a parameter and its
+    moments as flat arrays, so a channels-last weight beside a contiguous moment would be updated
+    with another entry's moment."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    if value.stride() != param.stride():
+                        state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
     model: torch.nn.Module,
@@ -161,6 +175,7 @@ def load_checkpoint(
         for index, values in header["optimizer_scalars"].items():
             optim_state.setdefault(int(index), {}).update(values)
         optimizer.load_state_dict({"state": optim_state, "param_groups": header["optimizer_param_groups"]})
+        match_layouts(optimizer)
         if scheduler is not None and header["scheduler"] is not None:
             scheduler.load_state_dict(header["scheduler"])
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:

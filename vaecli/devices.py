@@ -6,10 +6,18 @@ import re
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from vaecli.errors import UsageError, VaeError
 
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
+#: Where vaecli's convolutions run on channels-last (NHWC) tensors: on a CPU oneDNN's kernels for
+#: them are faster (training the conv hierarchy 1.20x, --arch conv 1.09x; bench/conv_layout.py).
+#: CUDA keeps the default layout until a GPU run of that benchmark has measured it.
+CHANNELS_LAST_DEVICES = frozenset({"cpu"})
+#: The packages whose modules are written for channels-last activations (a plugin's code may
+#: .view() its activations, which refuses them): a model of other modules keeps the default layout.
+LAYOUT_AWARE = frozenset({"vaecli", "torch"})
 
 
 @dataclass(frozen=True)
@@ -50,3 +58,18 @@ def choose_device(request: str = "auto", hardware: Hardware | None = None) -> to
     if kind == "mps" and not hw.mps:
         raise VaeError("device 'mps' was asked for but Apple's MPS is not available here")
     return torch.device(kind)
+
+
+def place(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
+    """``model`` moved to ``device``, its 2-D convolutions' weights made channels-last where that
+    is faster (their outputs, and the activations after them, follow), when every module in it
+    is vaecli's or torch's own."""
+    device = torch.device(device)
+    model = model.to(device)
+    modules = list(model.modules())
+    convolutions = [m for m in modules if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    ours = all(type(m).__module__.partition(".")[0] in LAYOUT_AWARE for m in modules)
+    if device.type in CHANNELS_LAST_DEVICES and ours:
+        for convolution in convolutions:
+            convolution.to(memory_format=torch.channels_last)
+    return model

@@ -16,6 +16,7 @@ from safetensors.torch import save as serialise
 
 import vaecli
 from vaecli import registry
+from vaecli.devices import place
 from vaecli.errors import UsageError, VaeError
 from vaecli.fileio import strict_json, write_bytes_atomic
 from vaecli.models import LatentVariableModel, ModelSpec, build_model
@@ -113,7 +114,7 @@ def load_model(
     except (SafetensorError, RuntimeError, OSError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise VaeError(f"{path}: its tensors do not fit its own model description ({first})") from exc
-    return model.to(device).eval(), header
+    return place(model, device).eval(), header
 
 
 def _spec_of(header: dict[str, Any], path: Path) -> ModelSpec:

@@ -299,10 +299,9 @@ class HierarchicalVAE(LatentVariableModel):
     def _params(self, h: torch.Tensor) -> torch.Tensor:
         """The likelihood's parameters (B, params_per_pixel, C, H, W) from the finest state."""
         c, height, width = self.input_shape
-        out = self.head(h)[:, :, :height, :width]
-        return (
-            out.reshape(h.shape[0], self.likelihood.params_per_pixel, c, height, width) + self.output_offset
-        )
+        out = self.head(h)[:, :, :height, :width]  # (contiguous: see architectures._Crop)
+        params = out.reshape(h.shape[0], self.likelihood.params_per_pixel, c, height, width).contiguous()
+        return params + self.output_offset
 
     def _as_map(self, flat: torch.Tensor, index: int) -> torch.Tensor:
         # (unflatten, not a reshape naming the batch: torch 2.9's export then guards batch != 1)

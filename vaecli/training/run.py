@@ -34,6 +34,7 @@ from vaecli.checkpoint import (
 from vaecli.config import AUTO, TrainConfig
 from vaecli.console import note
 from vaecli.datasets import ImageData, absolute_data_dir, has_validation, load_dataset, suggest
+from vaecli.devices import place
 from vaecli.distributed import Ranks
 from vaecli.errors import UsageError, VaeError
 from vaecli.evaluation import TEST_PREPARE_SEED, prepare_fixed
@@ -302,7 +303,7 @@ def start_run(
     if train_data.shape != test_data.shape:
         raise UsageError(f"dataset '{config.data}': train and test images differ in shape")
     objective = build_objective(config.objective, dict(config.objective_options))
-    model = build_run_model(config, train_data, run_dir / CHECKPOINT_FILE if resume else None).to(device)
+    model = place(build_run_model(config, train_data, run_dir / CHECKPOINT_FILE if resume else None), device)
     if objective.dreg and not model.supports_dreg:
         raise UsageError(
             f"{registry.models.describe(config.model)} has no DReG estimator (--objective-opt dreg=true): "
