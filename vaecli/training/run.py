@@ -8,6 +8,7 @@ is written before every part has been built and checked.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import time
@@ -277,10 +278,12 @@ def wrap_model(run_model: LatentVariableModel, ranks: Ranks, device: torch.devic
     if ranks.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        # Every rank fits the same output offset, and it never changes: no buffer broadcasts.
-        net = DistributedDataParallel(
-            run_model, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False
-        )
+        # Every rank fits the same output offset, and it never changes: no buffer broadcasts in
+        # the forward pass (torch 2.14 renamed the switch, and warns on every rank at the old name).
+        takes = inspect.signature(DistributedDataParallel.__init__).parameters
+        no_sync = {"forward_sync_buffers" if "forward_sync_buffers" in takes else "broadcast_buffers": False}
+        device_ids = [device] if device.type == "cuda" else None
+        net = DistributedDataParallel(run_model, device_ids=device_ids, **no_sync)
     return net
 
 
