@@ -114,6 +114,8 @@ def test_patience_stops_every_rank_of_a_torchrun_job_after_the_same_epoch(stoppe
     assert done.stderr.count("stopped early after epoch") == 1  # (rank 0 alone says it)
     kept = read_header(out / "model.safetensors")["metrics"]["epoch"]
     assert kept == read_header(stopped / "model.safetensors")["metrics"]["epoch"]
+    told = f"vae: model.safetensors holds epoch {kept}: the lowest val_neg_elbo ("
+    assert done.stderr.count(told) == 1 and f") of the {kept + PATIENCE} epochs\n" in done.stderr
 
 
 def test_the_bound_is_the_objectives_own_where_it_reports_one_and_nan_is_never_best():

@@ -14,7 +14,7 @@ from vaecli.evaluation import mean_elbo
 from vaecli.objectives.base import describe
 from vaecli.training.callbacks import Callbacks
 from vaecli.training.run import TrainingRun
-from vaecli.training.selection import stops_early
+from vaecli.training.selection import stops_early, tell_kept
 from vaecli.training.step import NanGuard, train_step
 
 
@@ -27,6 +27,7 @@ def fit(run: TrainingRun, callbacks: Callbacks) -> None:
             run_epoch(run, guard, callbacks, epoch)
             if stops_early(run):
                 break
+        tell_kept(run)
     finally:
         run.guard = None  # (run and guard refer to each other: no cycle keeps DDP alive past the run)
         callbacks.call("on_train_end", run)

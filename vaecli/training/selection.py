@@ -67,3 +67,13 @@ def stops_early(run: TrainingRun) -> bool:
     if reason is not None:
         note(reason)
     return stop
+
+
+def tell_kept(run: TrainingRun) -> None:
+    """After the last epoch of a ``--keep best`` run: which epoch model.safetensors holds."""
+    best = best_row(run.history, run.row_split) if run.ranks.is_main else None
+    if run.config.keep != "best" or best is None:
+        return
+    key, value = held_out_bound(best, run.row_split)
+    epoch, epochs = best["epoch"], len(run.history)
+    note(f"model.safetensors holds epoch {epoch}: the lowest {key} ({value:.2f}) of the {epochs} epochs")
