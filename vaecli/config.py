@@ -129,6 +129,12 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise UsageError(f"{name(key)}: unknown '{getattr(self, key)}' (use {', '.join(allowed)})")
+        self._check_parts(name)
+        self._check_model(name)
+        self._check_selection(source)
+
+    def _check_parts(self, name: Callable[[str], str]) -> None:
+        """Every part named is registered, and the options of those built cheaply are right."""
         for kind, part in (
             ("dataset", self.data),
             *((("likelihood", self.likelihood),) if self.likelihood != AUTO else ()),
@@ -152,8 +158,6 @@ class TrainConfig:
 
         # (on a 1-pixel image: only the options are checked, before the data are read)
         build_prior(self.prior, self.latent_dim, (1, 1, 1), self.prior_options)
-        self._check_model(name)
-        self._check_selection(source)
 
     def _check_selection(self, source: str | None) -> None:
         """Choosing an epoch (keep: best, patience) needs a validation split: choosing it on the
