@@ -38,6 +38,18 @@ def small_run(mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return train(config).run_dir
 
 
+@pytest.fixture(scope="session")
+def stopped_run(mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``--keep best --patience 3`` run that stopped early, its best epoch not its last."""
+    from selection_runs import noisy_config
+
+    from vaecli.train import train
+
+    out = tmp_path_factory.mktemp("selection") / "noisy"
+    train(noisy_config(mnist_root, out))
+    return out
+
+
 @pytest.fixture
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_root: Path) -> Path:
     """A test's own folder as the working directory, with $VAECLI_DATA_DIR at the MNIST copy."""

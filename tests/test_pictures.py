@@ -442,7 +442,7 @@ def odd_sizes(tmp_path_factory) -> tuple[Path, Path]:
         (["prior", "{run}"], 1, "the model's prior 'normal' is not a mixture: vae prior shows"),
         (["prior", "{run}", "--n", "0"], 2, "--n must be at least 1, got 0"),
         (["prior", "{run}", "--mode", "median"], 2, "no mode 'median'"),
-        (["plot", "{tmp}"], 1, "has no metrics.jsonl"),
+        (["plot", "{tmp}"], 1, "no vaecli runs in"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(

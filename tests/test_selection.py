@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from selection_runs import NOISY, PATIENCE, noisy_config
 from test_cli import one_error_line, run
 from test_distributed import TORCHRUN, vae_env
 from test_runs import CrashAt
@@ -21,18 +22,6 @@ from vaecli.modelfile import read_header
 from vaecli.train import train
 from vaecli.training.selection import best_row, early_stop, held_out_bound, is_best
 
-PATIENCE = 3
-# 300 training images in batches of 10 at a constant lr: the 200 validation images' -ELBO falls
-# with ups and downs (the model starts to fit its few images), so the best epoch is not the last
-# and three epochs without a new best come within the first 30 (at epoch 12 for seed 0).
-NOISY = {"data_options": {"val": "200"}, "limit_train": 300, "limit_test": 200, "batch_size": 10,
-         "epochs": 30, "lr": 3e-3, "lr_schedule": "constant", "device": "cpu"}  # fmt: skip
-
-
-def noisy_config(mnist_root: Path, out: Path, **overrides) -> TrainConfig:
-    settings = {**NOISY, "keep": "best", "patience": PATIENCE, **overrides}
-    return TrainConfig(data_dir=str(mnist_root), out=str(out), **settings)
-
 
 def rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -42,11 +31,9 @@ def tensors(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "model.safetensors"))
 
 
-@pytest.fixture(scope="module")
-def stopped(mnist_root, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("selection") / "noisy"
-    train(noisy_config(mnist_root, out))
-    return out
+@pytest.fixture
+def stopped(stopped_run: Path) -> Path:
+    return stopped_run
 
 
 @pytest.mark.slow

@@ -178,12 +178,34 @@ class Panel:
             self.draw._image.paste(rotated, (box[0] + 2, y))  # type: ignore[attr-defined]
 
     def line(self, series: Series, markers: bool = True) -> None:
+        """The series as a line (cut at the plot area's top and bottom), with a dot at each point
+        inside it."""
         points = [self.to_pixel(x, y) for x, y in zip(series.xs, series.ys, strict=True) if math.isfinite(y)]
-        if len(points) > 1:
+        _, top, _, bottom = self.area
+        inside = [(px, py) for px, py in points if top <= py <= bottom]
+        if inside == points and len(points) > 1:
             self.draw.line(points, fill=series.colour, width=2, joint="curve")
+        elif len(points) > 1:
+            for a, b in zip(points, points[1:], strict=False):
+                segment = _clip_segment(a, b, top, bottom)
+                if segment:
+                    self.draw.line(segment, fill=series.colour, width=2)
         if markers or len(points) == 1:
-            for px, py in points:
+            for px, py in inside:
                 self.draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=series.colour)
+
+    def vline(self, x: float, colour: Colour, dash: int = 5) -> None:
+        """A dashed vertical line across the plot area at ``x``."""
+        px, _ = self.to_pixel(x, self.y_range[0])
+        _, top, _, bottom = self.area
+        for y in range(int(top), int(bottom), 2 * dash):
+            self.draw.line([(px, y), (px, min(y + dash, bottom))], fill=colour, width=2)
+
+    def ring(self, x: float, y: float, colour: Colour, radius: float = 6.0) -> None:
+        """An open circle round the point (x, y): a marked epoch (none off the panel)."""
+        if math.isfinite(y) and self.y_range[0] <= y <= self.y_range[1]:
+            px, py = self.to_pixel(x, y)
+            self.draw.ellipse([px - radius, py - radius, px + radius, py + radius], outline=colour, width=2)
 
     def scatter(self, series: Series, radius: float = 2.0) -> None:
         for x, y in zip(series.xs, series.ys, strict=True):
@@ -233,6 +255,21 @@ class Panel:
         return along
 
 
+def _clip_segment(
+    a: tuple[float, float], b: tuple[float, float], top: float, bottom: float
+) -> list[tuple[float, float]] | None:
+    """The part of the segment a-b between the pixel rows ``top`` and ``bottom``, or None."""
+    (xa, ya), (xb, yb) = a, b
+    if (ya < top and yb < top) or (ya > bottom and yb > bottom):
+        return None
+
+    def cut(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float]:
+        y = min(max(y0, top), bottom)
+        return (x0 + (x1 - x0) * (y - y0) / (y1 - y0), y) if y != y0 else (x0, y0)
+
+    return [cut(xa, ya, xb, yb), cut(xb, yb, xa, ya)]
+
+
 def _inside(point: tuple[float, float], corner: tuple[float, float], width: float, height: float) -> bool:
     margin = 4
     return (
@@ -264,19 +301,25 @@ OBJECTIVE_CURVES = (
 )
 
 
-def curves_png(rows: Sequence[dict[str, Any]], objective: str | None = None) -> bytes:
+KEPT_COLOUR: Colour = (60, 60, 190)  # (not a grey: text antialiasing makes greys)
+
+
+def curves_png(
+    rows: Sequence[dict[str, Any]], objective: str | None = None, kept_epoch: int | None = None
+) -> bytes:
     """Training curves: one panel per term (-ELBO, reconstruction, KL), train and test per epoch;
     the -ELBO panel adds the objective's loss where it is not the -ELBO (labelled ``objective``),
-    and the test k-sample bound of an iwae run."""
+    and the test k-sample bound of an iwae run. ``kept_epoch`` (a ``--keep best`` run's) is a
+    dashed line on each panel."""
     if not rows:
         raise VaeError("no epochs to plot (metrics.jsonl is empty)")
     width, height = PANEL_SIZE
     image = Image.new("RGB", (width * len(CURVE_PANELS), height), BACKGROUND)
     draw = ImageDraw.Draw(image)
     epochs = [float(r["epoch"]) for r in rows]
+    held = held_out_split(rows)
     for i, (title, key) in enumerate(CURVE_PANELS):
         series = []
-        held = "val" if any("val_neg_elbo" in r for r in rows) else "test"
         for split, colour in (("train", TRAIN_COLOUR), (held, TEST_COLOUR)):
             values = [_number(r.get(f"{split}_{key}")) for r in rows]
             if any(math.isfinite(v) for v in values):
@@ -290,8 +333,82 @@ def curves_png(rows: Sequence[dict[str, Any]], objective: str | None = None) -> 
                       integer_x=True)  # fmt: skip
         for s in series:
             panel.line(s)
-        panel.legend([(s.name, s.colour) for s in series], avoid=series)
+        entries = [(s.name, s.colour) for s in series]
+        if kept_epoch is not None:
+            panel.vline(kept_epoch, KEPT_COLOUR)
+            entries.append((f"kept: epoch {kept_epoch}", KEPT_COLOUR))
+        panel.legend(entries, avoid=series)
     return _png(image)
+
+
+def held_out_split(rows: Sequence[dict[str, Any]]) -> str:
+    """The held-out split a run's rows report: val where it has one, else test."""
+    return "val" if any("val_neg_elbo" in r for r in rows) else "test"
+
+
+@dataclass
+class CurveRun:
+    """One run in a comparison: its legend name, epoch rows and the epoch its model file holds."""
+
+    name: str
+    rows: Sequence[dict[str, Any]]
+    kept_epoch: int | None = None
+
+
+def comparison_png(runs: Sequence[CurveRun]) -> bytes:
+    """Several runs' held-out curves, one colour a run, a panel per term (-ELBO, reconstruction,
+    KL); a ring marks the epoch each run's model file holds. The key is right of the panels."""
+    if not any(run.rows for run in runs):
+        raise VaeError("no epochs to plot (every metrics.jsonl is empty)")
+    names = _legend_names(runs)
+    colours = [label_colour(i, len(runs)) for i in range(len(runs))]
+    key_width = (
+        max(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(n, font=_font())) for n in names) + 60
+    )
+    width, height = PANEL_SIZE
+    image = Image.new("RGB", (width * len(CURVE_PANELS) + key_width, height), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for i, (title, key) in enumerate(CURVE_PANELS):
+        series = [
+            Series(name, [float(r["epoch"]) for r in run.rows],
+                   [_number(r.get(f"{held_out_split(run.rows)}_{key}")) for r in run.rows], colour)
+            for run, name, colour in zip(runs, names, colours, strict=True)
+        ]  # fmt: skip
+        last = i == len(CURVE_PANELS) - 1
+        box = (i * width, 0, (i + 1) * width + (key_width if last else 0), height)
+        margin = key_width + Panel.MARGIN_RIGHT if last else Panel.MARGIN_RIGHT
+        panel = Panel(draw, box, [x for s in series for x in s.xs], [y for s in series for y in _settled(s)],
+                      f"held-out {title}", "epoch", "nats", integer_x=True, margin_right=margin)  # fmt: skip
+        for s, run in zip(series, runs, strict=True):
+            panel.line(s, markers=max(len(run.rows) for run in runs) <= 60)
+            if run.kept_epoch is not None and run.kept_epoch in s.xs:
+                panel.ring(run.kept_epoch, s.ys[s.xs.index(run.kept_epoch)], s.colour)
+        if last:
+            panel.legend([(s.name, s.colour) for s in series], outside=True)
+    return _png(image)
+
+
+def _settled(series: Series) -> list[float]:
+    """A series' values after its first tenth of epochs (all of a short one's): a comparison's
+    y axis spans these, so that the runs' ends are told apart; earlier points run off the panel."""
+    if len(series.xs) < 5:
+        return list(series.ys)
+    start = series.xs[0] + 0.1 * (series.xs[-1] - series.xs[0])
+    return [y for x, y in zip(series.xs, series.ys, strict=True) if x >= start]
+
+
+def _legend_names(runs: Sequence[CurveRun]) -> list[str]:
+    """The runs' names without the folders they share, each with its held-out split where the runs
+    differ in it (val against test)."""
+    paths = [Path(run.name) for run in runs]
+    parents = {path.parent for path in paths}
+    names = [path.name or run.name for path, run in zip(paths, runs, strict=True)]
+    if len(parents) > 1 or len(set(names)) < len(names):
+        names = [run.name for run in runs]
+    splits = [held_out_split(run.rows) for run in runs]
+    if len(set(splits)) > 1:
+        names = [f"{name} ({split})" for name, split in zip(names, splits, strict=True)]
+    return names
 
 
 def _objective_series(

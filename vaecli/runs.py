@@ -81,9 +81,10 @@ def run_folder_lock(path: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = _flock_holder(fd) or "another process"
             raise VaeError(
-                f"{path} is being written by another vae train ({_lock_holder(fd)}); wait for it to "
-                "end, or choose another --out"
+                f"{path} is being written by another vae train ({holder}); wait for it to end, or "
+                "choose another --out"
             ) from None
         yield
     finally:
@@ -95,14 +96,29 @@ def run_folder_lock(path: Path) -> Iterator[None]:
                     folder.rmdir()
 
 
-def _lock_holder(fd: int) -> str:
-    """``pid N``, the process holding the flock on ``fd``'s file (from Linux's /proc/locks), or
-    ``another process`` where that cannot be told."""
+def lock_holder(path: Path) -> str | None:
+    """``pid N on HOST``, the process writing run folder ``path`` (holding its lock), or None where
+    none does. Read from Linux's /proc/locks, so looking never takes the lock (a ``vae train``
+    starting at that moment is not refused); elsewhere by trying a shared lock for an instant."""
+    lock = path / LOCK_FILE
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: no run has written here since it was made
+    try:
+        return _flock_holder(fd)
+    finally:
+        os.close(fd)
+
+
+def _flock_holder(fd: int) -> str | None:
+    """Who holds a flock on ``fd``'s file: ``pid N on HOST`` (from /proc/locks), ``another
+    process`` (no /proc/locks, but the file is locked), or None."""
     stat = os.fstat(fd)
     try:
         table = Path("/proc/locks").read_text()
     except OSError:
-        return "another process"
+        return "another process" if _locked(fd) else None
     for line in table.splitlines():
         fields = line.split()
         if "FLOCK" not in fields or "->" in fields:
@@ -116,7 +132,18 @@ def _lock_holder(fd: int) -> str:
             continue
         if same:
             return f"pid {pid} on {socket.gethostname()}"
-    return "another process"
+    return None
+
+
+def _locked(fd: int) -> bool:
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
 
 
 def discard_unresumable(path: Path) -> None:

@@ -30,6 +30,7 @@ from vaecli.cli.evaluate import eval_command
 from vaecli.cli.export import export_command
 from vaecli.cli.pictures import interpolate, latent_map, plot, prior, reconstruct, sample, traverse
 from vaecli.cli.plugins import plugins
+from vaecli.cli.runs import runs
 from vaecli.cli.train import train
 
 DEBUG_ENV = "VAECLI_DEBUG"
@@ -106,6 +107,7 @@ COMMANDS: list[tuple[str, Callable[..., Any], str, str]] = [
     ("encode", encode, MODELS, "Image files to latent codes (mu, logvar, z)."),
     ("decode", decode, MODELS, "Latent codes to images: PNG files or a grid."),
     ("export", export_command, MODELS, "The encoder and decoder as ONNX or torch.export files."),
+    ("runs", runs, MODELS, "List run folders: state, epochs, held-out bounds."),
     ("reconstruct", reconstruct, PICTURES, "Images beside their reconstructions."),
     ("interpolate", interpolate, PICTURES, "Decode along the line between two codes."),
     ("traverse", traverse, PICTURES, "Sweep each latent dimension, the others at the prior's mean."),

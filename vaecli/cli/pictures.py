@@ -175,18 +175,24 @@ def prior(
 
 
 def plot(
-    run: Annotated[str, typer.Argument(help="A run folder (or its metrics.jsonl).")],
+    runs: Annotated[
+        list[str],
+        typer.Argument(
+            help="A run folder (or its metrics.jsonl); several runs, or folders of runs, to compare."
+        ),
+    ],
     out: Annotated[str, typer.Option(help="Output PNG; - writes to stdout.")] = "curves.png",
     force: ForceOpt = False,
 ) -> None:
-    """Draw a run's training curves (-ELBO, reconstruction, KL per epoch) from metrics.jsonl."""
-    from vaecli.plots import curves_png, read_metrics
+    """Draw a run's training curves (-ELBO, reconstruction, KL per epoch) from metrics.jsonl, or
+    several runs' held-out curves in one picture."""
+    from vaecli.run_summaries import curves_picture
 
     check_output(out, force)
-    rows = read_metrics(run)
-    write_output(out, curves_png(rows))
+    png, what = curves_picture(runs)
+    write_output(out, png)
     if out != "-":
-        say(f"wrote {out}: {len(rows)} epochs")
+        say(f"wrote {out}: {what}")
 
 
 def latent_map(

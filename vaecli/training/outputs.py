@@ -12,9 +12,10 @@ from vaecli.images import grid_png
 from vaecli.modelfile import MODEL_FILE, save_model
 from vaecli.pictures import Inputs, reconstruction_grid, reconstructions
 from vaecli.plots import CURVES_FILE, curves_png
+from vaecli.run_summaries import objective_label
 from vaecli.training.callbacks import Callback
 from vaecli.training.run import METRICS_FILE, TrainingRun, write_metrics
-from vaecli.training.selection import is_best
+from vaecli.training.selection import best_row, is_best
 
 SAMPLE_SEED = 0  # the per-epoch sample grids decode the same z every epoch
 SAMPLES = 64
@@ -32,14 +33,16 @@ class RunCallback(Callback):
 
 class MetricsFile(RunCallback):
     """One JSON row per epoch in metrics.jsonl (the whole file written anew each epoch, so a
-    full disk or a kill never leaves half a row), and curves.png drawn from all of them."""
+    full disk or a kill never leaves half a row), and curves.png drawn from all of them (with the
+    kept epoch marked in a ``--keep best`` run)."""
 
     def on_epoch_end(self, metrics: dict[str, Any]) -> None:
         write_metrics(self.run.run_dir / METRICS_FILE, self.run.history)
-        config = self.run.config
-        given = ", ".join(f"{k}={v}" for k, v in config.objective_options.items())
-        label = f"{config.objective} ({given})" if given else config.objective
-        write_bytes_atomic(self.run.run_dir / CURVES_FILE, curves_png(self.run.history, label))
+        config, history = self.run.config, self.run.history
+        label = objective_label(config.objective, config.objective_options)
+        kept = best_row(history, self.run.row_split) if config.keep == "best" else None
+        png = curves_png(history, label, kept["epoch"] if kept else None)
+        write_bytes_atomic(self.run.run_dir / CURVES_FILE, png)
 
 
 class EpochPictures(RunCallback):
