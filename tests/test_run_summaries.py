@@ -4,6 +4,7 @@ and `vae plot` of several runs, on copies of real training runs."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -78,6 +79,11 @@ def test_runs_lists_each_run_with_its_state_and_the_kept_epochs_held_out_figures
 def test_runs_sorts_by_the_held_out_elbo_and_prints_one_line_a_run(runs, capsys):
     by_elbo = listed(capsys, runs, "--sort", "elbo")
     assert [r["neg_elbo"] for r in by_elbo] == sorted(r["neg_elbo"] for r in by_elbo)
+    for age, name in enumerate(["small", "more/cut", "noisy"]):  # noisy wrote last, small first
+        for file in (runs / name).glob("*.*"):
+            os.utime(file, (1e9 + age, 1e9 + age))
+    by_time = [Path(r["run"]).name for r in listed(capsys, runs, "--sort", "recent")]
+    assert by_time == ["noisy", "cut", "small"]
     code, out, err = run(capsys, "runs", str(runs / "small"), str(runs / "noisy"), str(runs))
     assert code == 0, err
     header, *lines = out.splitlines()

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from vaecli.errors import UsageError, VaeError
-from vaecli.plots import held_out_split, read_metrics
-from vaecli.runs import is_run_dir, lock_holder
-from vaecli.training.selection import best_row, early_stop, held_out_bound
+from vaecli.plots import METRICS_FILE, held_out_split, read_metrics
+from vaecli.runs import RUN_MARKERS, is_run_dir, lock_holder
+from vaecli.training.selection import best_row, early_stop
 
 CONFIG_FILE = "config.yaml"
 #: The states a run folder can be in, as ``vae runs`` names them.
@@ -114,11 +114,12 @@ def summarise_run(path: Path, name: str | None = None) -> RunSummary:
         if not isinstance(config, dict):
             raise VaeError(f"{path / CONFIG_FILE} is not a mapping of training options")
         summary.config = config
-        summary.rows = read_metrics(path) if (path / "metrics.jsonl").is_file() else []
-        for row in summary.rows:
-            held_out_bound(row, summary.split)  # (a row without the split's -ELBO: unreadable)
-    except (VaeError, KeyError) as exc:
-        summary.problem = str(exc).strip("'\"")
+        summary.rows = read_metrics(path) if (path / METRICS_FILE).is_file() else []
+        wanted = f"{summary.split}_neg_elbo"
+        if any(wanted not in row for row in summary.rows):
+            raise VaeError(f"{path / METRICS_FILE}: an epoch has no {wanted}")
+    except VaeError as exc:
+        summary.problem = str(exc)
         return summary
     summary.state = run_state(summary)
     return summary
@@ -148,19 +149,23 @@ def _neg_elbo(summary: RunSummary) -> float:
 
 
 #: The orders ``vae runs --sort`` offers: path (as found), elbo (the kept epoch's held-out -ELBO,
-#: lowest first) and recent (the newest config.yaml first).
+#: lowest first) and recent (the run that wrote last first).
 SORT_KEYS: dict[str, Callable[[RunSummary], Any]] = {
     "path": lambda s: s.name,
     "elbo": _neg_elbo,
-    "recent": lambda s: -_modified(s.path / CONFIG_FILE),
+    "recent": lambda s: -_last_written(s.path),
 }
 
 
-def _modified(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
+def _last_written(run: Path) -> float:
+    """When the run folder's files were last written (its latest epoch's)."""
+    times = [0.0]
+    for name in RUN_MARKERS:
+        try:
+            times.append((run / name).stat().st_mtime)
+        except OSError:
+            pass
+    return max(times)
 
 
 def summarise_runs(paths: Iterable[str], sort: str | None = None) -> list[RunSummary]:

@@ -113,7 +113,7 @@ COMMANDS: list[tuple[str, Callable[..., Any], str, str]] = [
     ("traverse", traverse, PICTURES, "Sweep each latent dimension, the others at the prior's mean."),
     ("map", latent_map, PICTURES, "The test set's codes in 2-D, coloured by label."),
     ("prior", prior, PICTURES, "A learned prior's components: VampPrior pseudo-inputs."),
-    ("plot", plot, PICTURES, "A run's training curves from metrics.jsonl."),
+    ("plot", plot, PICTURES, "Training curves: a run's, or several runs' side by side."),
     ("plugins", plugins, EXTEND, "Every registered part and the package it is from."),
 ]
 for _name, _function, _panel, _summary in COMMANDS:

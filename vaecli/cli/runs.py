@@ -40,7 +40,7 @@ def runs(
     sort: Annotated[
         str,
         typer.Option(
-            help="path, elbo (the kept epoch's held-out -ELBO, lowest first) or recent.",
+            help="path, elbo (the kept epoch's held-out -ELBO, lowest first) or recent (last trained first).",
         ),
     ] = "path",
     json_output: Annotated[
