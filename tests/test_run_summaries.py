@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,33 @@ def test_runs_sorts_by_the_held_out_elbo_and_prints_one_line_a_run(runs, capsys)
     assert "stopped early" in noisy and f"{min(r['val_neg_elbo'] for r in rows(runs / 'noisy')):.2f}" in noisy
 
 
+def test_runs_shows_the_largest_k_vae_eval_of_the_model_file_on_all_its_test_images(runs, capsys):
+    assert run(capsys, "eval", str(runs / "small"), "--k", "2", "--json")[0] == 0
+    report = json.loads((runs / "small" / "eval" / "test-k2.json").read_text())
+    assert run(capsys, "eval", str(runs / "small"), "--k", "3", "--limit", "50")[0] == 0  # (not all images)
+    small = listed(capsys, runs / "small")[0]
+    assert (small["neg_log_px"], small["neg_log_px_k"]) == (report["neg_log_px"], 2)
+    assert small["neg_log_px_stderr"] == report["neg_log_px_stderr"]
+    code, out, _ = run(capsys, "runs", str(runs / "small"))
+    assert code == 0 and f"{report['neg_log_px']:.2f} k=2" in out.splitlines()[1]
+    later = (runs / "small" / "eval" / "test-k2.json").stat().st_mtime + 10
+    os.utime(runs / "small" / "model.safetensors", (later, later))  # a model written after the eval
+    assert listed(capsys, runs / "small")[0]["neg_log_px"] is None
+    assert listed(capsys, runs / "noisy")[0]["neg_log_px"] is None  # (never evaluated)
+
+
+def test_listing_and_comparing_runs_never_imports_torch(runs, tmp_path):
+    """`vae runs` reads two text files a run; loading torch would make it take seconds."""
+    code = (
+        "import sys; from vaecli.cli import main; "
+        f"assert main(['runs', {str(runs)!r}]) == 0; "
+        f"assert main(['plot', {str(runs)!r}, '--out', {str(tmp_path / 'c.png')!r}]) == 0; "
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines()[-1] == "False"
+
+
 def test_a_run_being_written_is_running(runs, capsys):
     with run_folder_lock(runs / "small"):
         states = {Path(r["run"]).name: r["state"] for r in listed(capsys, runs)}
@@ -118,7 +147,7 @@ def test_an_unreadable_run_is_listed_and_named_on_stderr_with_exit_1(runs, capsy
         (["runs", "{tmp}/nowhere"], 1, "nowhere: no such folder"),
         (["runs", "{runs}/small/config.yaml"], 1, "config.yaml is not a folder"),
         (["runs", "{runs}/more/notes"], 1, "no vaecli runs in"),
-        (["runs", "{runs}", "--sort", "worst"], 2, "unknown sort order 'worst'; choose path, elbo, recent"),
+        (["runs", "{runs}", "--sort", "worst"], 2, "'worst'; choose path, elbo, logpx, recent"),
         (["plot", "{runs}/more/notes", "--out", "{tmp}/c.png"], 1, "no vaecli runs in"),
     ],
 )

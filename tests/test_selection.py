@@ -17,10 +17,10 @@ from test_distributed import TORCHRUN, vae_env
 from test_runs import CrashAt
 
 from vaecli.config import TrainConfig, load_config_file
+from vaecli.epoch_choice import best_row, early_stop, held_out_bound, is_best
 from vaecli.errors import UsageError
 from vaecli.modelfile import read_header
 from vaecli.train import train
-from vaecli.training.selection import best_row, early_stop, held_out_bound, is_best
 
 
 def rows(run_dir: Path) -> list[dict]:

@@ -31,6 +31,7 @@ from vaecli.fileio import strict_json, write_text_atomic
 from vaecli.likelihoods import Likelihood
 from vaecli.modelfile import load_model, model_path, recorded_part
 from vaecli.models import LatentVariableModel
+from vaecli.runs import EVAL_FOLDER
 
 if TYPE_CHECKING:
     from vaecli.config import EvalConfig
@@ -41,7 +42,6 @@ ACTIVE_THRESHOLD = 0.01  # a latent dimension is active when Cov_x(E_q[z_d]) exc
 CHUNK_BYTES = 256 << 20  # the working memory of one chunk of decoded samples
 MAX_CHUNK_SAMPLES = 8192  # more decoded samples at once gains no speed
 #: A run folder's evaluations: one file per setting, so a quick look never replaces a long one.
-EVAL_FOLDER = "eval"
 
 Progress = Callable[[int, int], None]  # (images done, images in all)
 

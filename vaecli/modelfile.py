@@ -20,13 +20,13 @@ from vaecli.devices import place
 from vaecli.errors import UsageError, VaeError
 from vaecli.fileio import strict_json, write_bytes_atomic
 from vaecli.models import LatentVariableModel, ModelSpec, build_model
+from vaecli.runs import MODEL_FILE
 
 FORMAT = "vaecli-model"
 # 2: architecture options are recorded with their defaults; 3: the output offset; 4: the prior
 # (older files have none: N(0, I), without tensors); 5: the model (older files: vae)
 FORMAT_VERSION = 5
 OFFSET_FORMAT = 3  # files before this format hold no output_offset, the same as a zero one
-MODEL_FILE = "model.safetensors"
 MAX_SIZE = 1 << 20  # no image side, channel count or latent size is larger in a real model
 
 

@@ -4,17 +4,19 @@ trained with a plugin since uninstalled is still listed)."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vaecli.epoch_choice import best_row, early_stop
 from vaecli.errors import UsageError, VaeError
 from vaecli.plots import METRICS_FILE, held_out_split, read_metrics
-from vaecli.runs import RUN_MARKERS, is_run_dir, lock_holder
-from vaecli.training.selection import best_row, early_stop
+from vaecli.runs import EVAL_FOLDER, MODEL_FILE, RUN_MARKERS, is_run_dir, lock_holder
 
 CONFIG_FILE = "config.yaml"
 #: The states a run folder can be in, as ``vae runs`` names them.
@@ -31,6 +33,7 @@ class RunSummary:
     rows: list[dict[str, Any]] = field(default_factory=list)
     state: str = "unreadable"
     problem: str | None = None  # why an unreadable run could not be read
+    evaluation: dict[str, Any] | None = None  # the run's own `vae eval` of its model file, if any
 
     @property
     def split(self) -> str:
@@ -64,6 +67,10 @@ class RunSummary:
         summary["kept_epoch"] = kept["epoch"] if kept else None
         for metric in ("neg_elbo", "neg_iw_bound"):
             summary[metric] = _finite(kept.get(f"{self.split}_{metric}")) if kept else None
+        report = self.evaluation or {}
+        summary["neg_log_px"] = _finite(report.get("neg_log_px"))
+        summary["neg_log_px_stderr"] = _finite(report.get("neg_log_px_stderr"))
+        summary["neg_log_px_k"] = report.get("k") if self.evaluation else None
         return summary
 
 
@@ -122,7 +129,32 @@ def summarise_run(path: Path, name: str | None = None) -> RunSummary:
         summary.problem = str(exc)
         return summary
     summary.state = run_state(summary)
+    summary.evaluation = latest_evaluation(path)
     return summary
+
+
+#: A ``vae eval`` report of the model's own test set, all of it: ``test-k5000.json`` (any seed).
+OWN_TEST_REPORT = re.compile(r"test-k(\d+)(-seed\d+)?\.json")
+
+
+def latest_evaluation(run: Path) -> dict[str, Any] | None:
+    """The report of the run's largest-k ``vae eval`` on all its own test images, made since
+    model.safetensors was last written (an older one scored other weights); None if there is none."""
+    try:
+        model_written = (run / MODEL_FILE).stat().st_mtime
+        files = [f for f in (run / EVAL_FOLDER).iterdir() if OWN_TEST_REPORT.fullmatch(f.name)]
+    except OSError:
+        return None
+    reports = []
+    for file in files:
+        try:
+            if file.stat().st_mtime >= model_written:
+                report = json.loads(file.read_text(encoding="utf-8"))
+                if isinstance(report, dict) and isinstance(report.get("k"), int):
+                    reports.append(report)
+        except (OSError, ValueError):
+            continue  # (a report being written, or not vaecli's: the run is still listed)
+    return max(reports, key=lambda report: report["k"], default=None)
 
 
 def run_state(summary: RunSummary) -> str:
@@ -148,11 +180,18 @@ def _neg_elbo(summary: RunSummary) -> float:
     return math.inf if value is None else value
 
 
+def _neg_log_px(summary: RunSummary) -> float:
+    value = _finite((summary.evaluation or {}).get("neg_log_px"))
+    return math.inf if value is None else value
+
+
 #: The orders ``vae runs --sort`` offers: path (as found), elbo (the kept epoch's held-out -ELBO,
-#: lowest first) and recent (the run that wrote last first).
+#: lowest first), logpx (``vae eval``'s -log p(x), lowest first; runs without one last) and recent
+#: (the run that wrote last first).
 SORT_KEYS: dict[str, Callable[[RunSummary], Any]] = {
     "path": lambda s: s.name,
     "elbo": _neg_elbo,
+    "logpx": _neg_log_px,
     "recent": lambda s: -_last_written(s.path),
 }
 

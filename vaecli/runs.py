@@ -17,9 +17,12 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are n
     fcntl = None  # type: ignore[assignment]
 
 RUNS_DIR = Path("runs")
-RUN_MARKERS = ("config.yaml", "model.safetensors", "metrics.jsonl", "checkpoint.safetensors")
+MODEL_FILE = "model.safetensors"
+RUN_MARKERS = ("config.yaml", MODEL_FILE, "metrics.jsonl", "checkpoint.safetensors")
 #: What makes a run folder worth keeping: something to use or to resume from.
-RESUMABLE = ("checkpoint.safetensors", "model.safetensors")
+RESUMABLE = ("checkpoint.safetensors", MODEL_FILE)
+#: ``vae eval`` of a run folder saves its report here, a file per setting (``test-k5000.json``).
+EVAL_FOLDER = "eval"
 #: Held (flock) by the process writing a run folder; it stays (empty) in a folder that holds a run.
 LOCK_FILE = ".vaecli-lock"
 

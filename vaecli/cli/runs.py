@@ -25,6 +25,7 @@ COLUMNS: tuple[tuple[str, Any], ...] = (
     ("held-out", lambda r: r["split"]),
     ("-ELBO", lambda r: _nats(r["neg_elbo"])),
     ("-IW bound", lambda r: _nats(r["neg_iw_bound"])),
+    ("-log p(x)", lambda r: f"{r['neg_log_px']:.2f} k={r['neg_log_px_k']}" if r["neg_log_px"] else None),
     ("time", lambda r: duration(r["elapsed_s"]) if r["elapsed_s"] is not None else None),
 )
 
@@ -40,15 +41,16 @@ def runs(
     sort: Annotated[
         str,
         typer.Option(
-            help="path, elbo (the kept epoch's held-out -ELBO, lowest first) or recent (last trained first).",
+            help="path, elbo (the kept epoch's held-out -ELBO, lowest first), logpx (vae eval's -log "
+            "p(x), lowest first) or recent (last trained first).",
         ),
     ] = "path",
     json_output: Annotated[
         bool, typer.Option("--json", help="One JSON object a run (JSON Lines) instead.")
     ] = False,
 ) -> None:
-    """List training runs: state, epochs, parts, and the held-out -ELBO (and k-sample bound) of the
-    epoch each model file holds; exit 1 if a run folder could not be read."""
+    """List training runs: state, epochs, parts, the held-out -ELBO (and k-sample bound) of the
+    epoch each model file holds, and vae eval's -log p(x) of it; exit 1 if a run could not be read."""
     from vaecli.errors import VaeError
     from vaecli.fileio import strict_json
     from vaecli.run_summaries import summarise_runs
@@ -74,7 +76,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     table = Table(box=None, pad_edge=False)
     for heading, _ in COLUMNS:
         table.add_column(
-            heading, justify="right" if heading in ("epochs", "kept", "-ELBO", "-IW bound") else "left"
+            heading,
+            justify="right" if heading in ("epochs", "kept", "-ELBO", "-IW bound", "-log p(x)") else "left",
         )
     for row in rows:
         table.add_row(*(printable(str(cell(row))) if cell(row) is not None else "-" for _, cell in COLUMNS))

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from vaecli.epoch_choice import best_row, is_best
 from vaecli.fileio import write_bytes_atomic
 from vaecli.images import grid_png
 from vaecli.modelfile import MODEL_FILE, save_model
@@ -15,7 +16,6 @@ from vaecli.plots import CURVES_FILE, curves_png
 from vaecli.run_summaries import objective_label
 from vaecli.training.callbacks import Callback
 from vaecli.training.run import METRICS_FILE, TrainingRun, write_metrics
-from vaecli.training.selection import best_row, is_best
 
 SAMPLE_SEED = 0  # the per-epoch sample grids decode the same z every epoch
 SAMPLES = 64

@@ -37,6 +37,7 @@ from vaecli.console import note
 from vaecli.datasets import ImageData, absolute_data_dir, has_validation, load_dataset, suggest
 from vaecli.devices import place
 from vaecli.distributed import Ranks
+from vaecli.epoch_choice import early_stop
 from vaecli.errors import UsageError, VaeError
 from vaecli.evaluation import TEST_PREPARE_SEED, prepare_fixed
 from vaecli.fileio import strict_json, write_text_atomic
@@ -54,7 +55,6 @@ from vaecli.runs import (
 from vaecli.training.compiling import compile_now, make_forward
 from vaecli.training.feeding import DeviceFeed, StreamedFeed, make_feed
 from vaecli.training.optimiser import make_optimizer
-from vaecli.training.selection import early_stop
 from vaecli.training.stabilisers import GradientLimit, WeightAverage
 from vaecli.training.step import NanGuard, check_objective
 
