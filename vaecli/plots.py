@@ -368,6 +368,7 @@ def comparison_png(runs: Sequence[CurveRun]) -> bytes:
     width, height = PANEL_SIZE
     image = Image.new("RGB", (width * len(CURVE_PANELS) + key_width, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
+    markers = max(len(run.rows) for run in runs) <= 60  # (dots on every epoch of a long run: a smear)
     for i, (title, key) in enumerate(CURVE_PANELS):
         series = [
             Series(name, [float(r["epoch"]) for r in run.rows],
@@ -380,7 +381,7 @@ def comparison_png(runs: Sequence[CurveRun]) -> bytes:
         panel = Panel(draw, box, [x for s in series for x in s.xs], [y for s in series for y in _settled(s)],
                       f"held-out {title}", "epoch", "nats", integer_x=True, margin_right=margin)  # fmt: skip
         for s, run in zip(series, runs, strict=True):
-            panel.line(s, markers=max(len(run.rows) for run in runs) <= 60)
+            panel.line(s, markers=markers)
             if run.kept_epoch is not None and run.kept_epoch in s.xs:
                 panel.ring(run.kept_epoch, s.ys[s.xs.index(run.kept_epoch)], s.colour)
         if last:
