@@ -145,7 +145,7 @@ def test_an_unreadable_run_is_listed_and_named_on_stderr_with_exit_1(runs, capsy
     ("argv", "code", "message"),
     [
         (["runs", "{tmp}/nowhere"], 1, "nowhere: no such folder"),
-        (["runs", "{runs}/small/config.yaml"], 1, "config.yaml is not a folder"),
+        (["runs", "{runs}/small/config.yaml"], 1, "config.yaml: not a folder (give run folders"),
         (["runs", "{runs}/more/notes"], 1, "no vaecli runs in"),
         (["runs", "{runs}", "--sort", "worst"], 2, "'worst'; choose path, elbo, logpx, recent"),
         (["plot", "{runs}/more/notes", "--out", "{tmp}/c.png"], 1, "no vaecli runs in"),

@@ -94,7 +94,8 @@ def find_runs(paths: Iterable[str]) -> list[tuple[Path, str]]:
     for given in paths:
         root = Path(given)
         if not root.is_dir():
-            raise VaeError(f"{given}: no such folder" if not root.exists() else f"{given} is not a folder")
+            what = "no such folder" if not root.exists() else "not a folder"
+            raise VaeError(f"{given}: {what} (give run folders, or folders that hold runs)")
         runs = [(root, given)] if is_run_dir(root) else sorted(_runs_under(root), key=lambda run: run[1])
         for path, name in runs:
             found.setdefault(path.resolve(), (path, name))
