@@ -16,11 +16,7 @@ from typing import Any
 from vaecli.epoch_choice import best_row, early_stop
 from vaecli.errors import UsageError, VaeError
 from vaecli.plots import METRICS_FILE, held_out_split, read_metrics
-from vaecli.runs import EVAL_FOLDER, MODEL_FILE, RUN_MARKERS, is_run_dir, lock_holder
-
-CONFIG_FILE = "config.yaml"
-#: The states a run folder can be in, as ``vae runs`` names them.
-STATES = ("running", "finished", "stopped early", "interrupted", "no epochs", "unreadable")
+from vaecli.runs import CONFIG_FILE, EVAL_FOLDER, MODEL_FILE, RUN_MARKERS, is_run_dir, lock_holder
 
 
 @dataclass

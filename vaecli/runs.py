@@ -18,7 +18,8 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are n
 
 RUNS_DIR = Path("runs")
 MODEL_FILE = "model.safetensors"
-RUN_MARKERS = ("config.yaml", MODEL_FILE, "metrics.jsonl", "checkpoint.safetensors")
+CONFIG_FILE = "config.yaml"
+RUN_MARKERS = (CONFIG_FILE, MODEL_FILE, "metrics.jsonl", "checkpoint.safetensors")
 #: What makes a run folder worth keeping: something to use or to resume from.
 RESUMABLE = ("checkpoint.safetensors", MODEL_FILE)
 #: ``vae eval`` of a run folder saves its report here, a file per setting (``test-k5000.json``).
