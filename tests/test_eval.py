@@ -231,6 +231,16 @@ def test_chunk_size_follows_the_decoder_output():
     assert default_samples_at_once(small, (1, 28, 28)) > 50 * default_samples_at_once(large, (1, 28, 28))
 
 
+def test_chunk_size_counts_the_layers_of_an_autoregressive_likelihood():
+    """pixelcnn's log p(x|z) holds `width` numbers per pixel for every sample, on top of the
+    decoder's outputs: at width 64, 64 x 784 floats a sample, 200 KB; chunks shrink to fit."""
+    spec = {"architecture_options": {"hidden": "32"}, "likelihood": "pixelcnn"}
+    wide = build_model(ModelSpec((1, 28, 28), 8, **spec, likelihood_options={"width": "64"}))
+    narrow = build_model(ModelSpec((1, 28, 28), 8, **spec, likelihood_options={"width": "2"}))
+    assert default_samples_at_once(wide, (1, 28, 28)) * 4 * 64 * 784 <= 256 << 20
+    assert default_samples_at_once(narrow, (1, 28, 28)) > 5 * default_samples_at_once(wide, (1, 28, 28))
+
+
 def test_bits_per_dim_for_8_bit_likelihoods():
     torch.manual_seed(0)
     model = build_model(ModelSpec((1, 4, 4), 2, architecture_options={"hidden": "8"}, likelihood="gaussian"))

@@ -215,7 +215,7 @@ def test_the_start_pass_over_a_mapped_cache_leaves_its_pages_unresident(tmp_path
 
     images = torch.randint(0, 256, (4096, 1, 64, 64), dtype=torch.uint8, generator=torch.Generator())
     write_cache(tmp_path / "set.safetensors", ImageData(images, None, "noise"))  # 16 MiB of images
-    monkeypatch.setattr(likelihoods, "DATASET_CHUNK_BYTES", 8 * 64 * 64 * 128)  # chunks of 512 KiB
+    monkeypatch.setattr(likelihoods.base, "DATASET_CHUNK_BYTES", 8 * 64 * 64 * 128)  # chunks of 512 KiB
     mapped = read_cache(tmp_path / "set.safetensors", "noise").images
     address = mapped.data_ptr()
     mean, variance = likelihoods.pixel_moments(mapped)  # every page read once

@@ -10,7 +10,7 @@ from torch.distributions import Normal
 from vaecli import likelihoods
 from vaecli.errors import UsageError
 from vaecli.evaluation import bits_per_dim
-from vaecli.likelihoods import Bernoulli, Categorical, ChunkedCrossEntropy, Gaussian, dequantise
+from vaecli.likelihoods import Bernoulli, Categorical, ChunkedCrossEntropy, Gaussian, PixelCNN, dequantise
 from vaecli.models import ModelSpec, build_likelihood, build_model
 
 SHAPE = (2, 5, 7)  # channels, height, width: a colour-like shape catches axis mistakes
@@ -97,7 +97,7 @@ def test_categorical_against_torch_categorical(bins):
 def test_chunked_cross_entropy_gradient_against_torch(monkeypatch):
     """The categorical's own cross-entropy (chunked, recomputing the softmax) has the value and
     the gradient of torch's, also when the rows span several chunks."""
-    monkeypatch.setattr(likelihoods, "CROSS_ENTROPY_CHUNK_BYTES", 7 * 16 * 8)  # 7 rows a chunk
+    monkeypatch.setattr(likelihoods.categorical, "CROSS_ENTROPY_CHUNK_BYTES", 7 * 16 * 8)  # 7 rows a chunk
     torch.manual_seed(3)
     logits = (4 * torch.randn(50, 16, dtype=torch.float64)).requires_grad_()
     target = torch.randint(0, 16, (50,))
@@ -125,6 +125,7 @@ def test_modes_per_likelihood():
     assert Bernoulli.modes == ("mean", "sample")
     assert Gaussian.modes == ("mean", "sample")
     assert Categorical.modes == ("mean", "mode", "sample")
+    assert PixelCNN.modes == ("mean", "sample")
     with pytest.raises(UsageError, match="likelihood 'bernoulli' has no mode 'mode'"):
         Bernoulli().check_mode("mode")
 
@@ -139,6 +140,13 @@ def test_modes_per_likelihood():
         ("gaussian", {"sigma": "-1"}, "sigma must be positive"),
         ("gaussian", {"sigma": "wide"}, "sigma wants a number"),
         ("gaussian", {"bins": "4"}, "no option 'bins'"),
+        ("pixelcnn", {"kernel": "4"}, "kernel must be an odd number from 3 up"),
+        ("pixelcnn", {"kernel": "1"}, "kernel must be an odd number from 3 up"),
+        ("pixelcnn", {"width": "0"}, "width must be at least 1"),
+        ("pixelcnn", {"features": "0"}, "features must be at least 1"),
+        ("pixelcnn", {"layers": "-1"}, "layers must be 0 or more"),
+        ("pixelcnn", {"layers": "two"}, "integer"),
+        ("pixelcnn", {"bins": "2"}, "no option 'bins'"),
         ("poisson", {}, "unknown likelihood 'poisson'"),
     ],
 )
@@ -255,7 +263,7 @@ def test_constant_fit_sums_a_dataset_in_chunks_of_whole_images(monkeypatch):
     images = torch.randint(0, 256, (50, *SHAPE), dtype=torch.uint8, generator=_gen(3))
     made = [Bernoulli(), Gaussian(sigma="pixel"), Categorical(bins=16)]
     whole = [likelihood.constant_fit(images) for likelihood in made]  # in one chunk
-    monkeypatch.setattr(likelihoods, "DATASET_CHUNK_BYTES", 8 * math.prod(SHAPE) * 3)
+    monkeypatch.setattr(likelihoods.base, "DATASET_CHUNK_BYTES", 8 * math.prod(SHAPE) * 3)
     assert len(list(likelihoods.dataset_chunks(images))) == 17  # 16 of 3 images and one of 2
     for likelihood, expected in zip(made, whole, strict=True):
         torch.testing.assert_close(likelihood.constant_fit(images), expected)
@@ -271,9 +279,9 @@ def test_pixel_moments_are_the_exact_integer_sums(monkeypatch):
     values = images.numpy().astype(np.int64)
     mean = torch.from_numpy(values.sum(0) / 1100)
     variance = torch.from_numpy((values**2).sum(0) / 1100) - mean.square()
-    for chunk_bytes in (likelihoods.DATASET_CHUNK_BYTES, 4 * math.prod(SHAPE) * 7):
-        monkeypatch.setattr(likelihoods, "DATASET_CHUNK_BYTES", chunk_bytes)
+    for chunk_bytes in (likelihoods.base.DATASET_CHUNK_BYTES, 4 * math.prod(SHAPE) * 7):
+        monkeypatch.setattr(likelihoods.base, "DATASET_CHUNK_BYTES", chunk_bytes)
         ours = likelihoods.pixel_moments(images)
         assert torch.equal(ours[0], mean) and torch.equal(ours[1], variance.clamp(min=0.0))
-    most = likelihoods.EXACT_FLOAT32_IMAGES
+    most = likelihoods.base.EXACT_FLOAT32_IMAGES
     assert most * 255**2 < 2**24 <= (most + 1) * 255**2

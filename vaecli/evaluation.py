@@ -185,8 +185,10 @@ def chunk_shape(k: int, samples_at_once: int) -> tuple[int, int]:
 def default_samples_at_once(model: LatentVariableModel, input_shape: tuple[int, ...]) -> int:
     """How many samples to decode at once so one chunk's tensors stay near ``CHUNK_BYTES``.
 
-    The decoder is run on one z with hooks that add up the sizes of every module's output (an
-    upper bound on its activations); the likelihood's work adds a few image-sized tensors."""
+    The decoder and the likelihood's log p(x|z) are run on one z with hooks that add up the sizes
+    of every module's output (an upper bound on their activations: an autoregressive
+    likelihood's layers count too); the likelihood's own arithmetic adds a few image-sized
+    tensors."""
     sizes: list[int] = []
 
     def record(module: torch.nn.Module, inputs: Any, output: Any) -> None:
@@ -197,6 +199,7 @@ def default_samples_at_once(model: LatentVariableModel, input_shape: tuple[int, 
     try:
         with torch.no_grad():
             params = model.decode(torch.zeros(1, model.latent_dim, device=device))
+            model.likelihood.log_prob(torch.zeros(1, *input_shape, device=device), params)
     finally:
         for hook in hooks:
             hook.remove()

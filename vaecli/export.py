@@ -217,6 +217,11 @@ def export(
             raise VaeError(f"{path} already exists; pass --force to replace it")
     chosen = _format(format)
     model, header = load_model(model_or_run)
+    if "decoder" in files and model.likelihood.sequential:
+        raise UsageError(
+            f"likelihood '{model.likelihood.name}' draws an image pixel by pixel, so its decoder "
+            "is no single program: export --part encoder"
+        )
     payloads = {name: _export_part(model, name, input, chosen, format) for name in files}
     written = []
     for name, path in files.items():

@@ -15,8 +15,8 @@ DataNameOpt = Annotated[str, typer.Option(help="Dataset name (see the registry),
 LikelihoodOpt = Annotated[
     str,
     typer.Option(
-        help="Decoder distribution: bernoulli, gaussian, categorical (or a plugin's); auto: bernoulli "
-        "for MNIST and grey images, gaussian for colour ones."
+        help="Decoder distribution: bernoulli, gaussian, categorical, pixelcnn (or a plugin's); "
+        "auto: bernoulli for MNIST and grey images, gaussian for colour ones."
     ),
 ]
 LikelihoodOptionOpt = Annotated[
