@@ -14,6 +14,8 @@ from vaecli.options import as_int
 
 #: Ancestral draws averaged by :meth:`PixelCNN.mean`.
 MEAN_DRAWS = 16
+#: The widest window: at 63 it holds every earlier pixel of a 32x32 image; wider ones only cost.
+MAX_KERNEL = 63
 
 
 class PixelCNN(Bernoulli):
@@ -37,16 +39,11 @@ class PixelCNN(Bernoulli):
     ) -> None:
         super().__init__()
         self.kernel = as_int(kernel, "kernel")
-        if self.kernel < 3 or self.kernel % 2 == 0:
-            raise UsageError(f"option kernel must be an odd number from 3 up, got {kernel}")
-        self.width = as_int(width, "width")
-        self.layers = as_int(layers, "layers")
-        self.features = as_int(features, "features")
-        for option, value in (("width", self.width), ("features", self.features)):
-            if value < 1:
-                raise UsageError(f"option {option} must be at least 1, got {value}")
-        if self.layers < 0:
-            raise UsageError(f"option layers must be 0 or more, got {self.layers}")
+        if not (3 <= self.kernel <= MAX_KERNEL and self.kernel % 2 == 1):
+            raise UsageError(f"option kernel must be an odd number from 3 to {MAX_KERNEL}, got {kernel}")
+        self.width = as_int(width, "width", minimum=1)
+        self.layers = as_int(layers, "layers", minimum=0)
+        self.features = as_int(features, "features", minimum=1)
         self.params_per_pixel = self.features
         self.window = CausalWindow(self.kernel, self.width)
         self.from_features = nn.Linear(self.features, self.width, bias=False)
