@@ -35,8 +35,9 @@ LIKELIHOODS = [
     ("gaussian", {"sigma": "pixel"}),
     ("gaussian", {"sigma": "learned"}),
     ("categorical", {"bins": 16}),
+    ("pixelcnn", {}),
 ]
-LIKELIHOOD_IDS = ["bernoulli", "gaussian-pixel", "gaussian-learned", "categorical"]
+LIKELIHOOD_IDS = ["bernoulli", "gaussian-pixel", "gaussian-learned", "categorical", "pixelcnn"]
 pytestmark = [pytest.mark.device, pytest.mark.slow]
 TINY = {"epochs": 1, "limit_train": 512, "limit_test": 128, "batch_size": 128}
 
