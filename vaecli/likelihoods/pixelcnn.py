@@ -12,8 +12,8 @@ from vaecli.errors import UsageError
 from vaecli.likelihoods.bernoulli import Bernoulli, BernoulliLogProb
 from vaecli.options import as_int
 
-#: Ancestral draws averaged by :meth:`PixelCNN.mean`.
-MEAN_DRAWS = 16
+#: Ancestral draws averaged by :meth:`PixelCNN.mean`, for this many images at a time.
+MEAN_DRAWS, MEAN_CHUNK = 16, 256
 #: The widest window: at 63 it holds every earlier pixel of a 32x32 image; wider ones only cost.
 MAX_KERNEL = 63
 
@@ -90,13 +90,12 @@ class PixelCNN(Bernoulli):
         b, _, c, height, width = params.shape
         k, half, taps = self.kernel, self.kernel // 2, self.window.in_features
         features = params.permute(0, 2, 3, 4, 1).reshape(b * c, height, width, self.features)
-        context = self.from_features(features)
         canvas = params.new_zeros(b * c, height + half, width + 2 * half)  # zero padding above and beside
         probs = params.new_empty(b * c, height, width)
         for i in range(height):
             for j in range(width):
                 window = canvas[:, i : i + half + 1, j : j + k].reshape(b * c, -1)[:, :taps]
-                h = self._mix(self.window(window) + context[:, i, j])
+                h = self._mix(self.window(window) + self.from_features(features[:, i, j]))
                 p = torch.sigmoid(features[:, i, j, 0] + self.output(h).squeeze(-1))
                 probs[:, i, j] = p
                 u = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
@@ -110,11 +109,13 @@ class PixelCNN(Bernoulli):
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         """E[x|params], estimated: each pixel's probability averaged over ``MEAN_DRAWS`` ancestral
         draws (the mean of p(x_i = 1 | x_<i) over draws of x_<i is p(x_i = 1)), from a fixed seed,
-        so a z always gives the same picture."""
+        so the same codes give the same pictures; ``MEAN_CHUNK`` images at a time."""
         generator = torch.Generator(params.device).manual_seed(0)
-        repeated = params.repeat_interleave(MEAN_DRAWS, dim=0)
-        probs = self.draw(repeated, generator)[1]
-        return probs.view(params.shape[0], MEAN_DRAWS, *probs.shape[1:]).mean(1)
+        means = []
+        for chunk in params.split(MEAN_CHUNK):
+            probs = self.draw(chunk.repeat_interleave(MEAN_DRAWS, dim=0), generator)[1]
+            means.append(probs.view(chunk.shape[0], MEAN_DRAWS, *probs.shape[1:]).mean(1))
+        return torch.cat(means)
 
 
 class CausalWindow(nn.Linear):
