@@ -199,7 +199,9 @@ def default_samples_at_once(model: LatentVariableModel, input_shape: tuple[int, 
     try:
         with torch.no_grad():
             params = model.decode(torch.zeros(1, model.latent_dim, device=device))
-            model.likelihood.log_prob(torch.zeros(1, *input_shape, device=device), params)
+            black = torch.zeros(1, *input_shape, dtype=torch.uint8, device=device)
+            x = model.likelihood.prepare(black, torch.Generator(device).manual_seed(0))
+            model.likelihood.log_prob(x, params)
     finally:
         for hook in hooks:
             hook.remove()
