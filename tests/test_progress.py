@@ -1,10 +1,15 @@
-"""Progress where there is no terminal: plain lines on stderr every so often, stdout untouched."""
+"""Progress on stderr: plain lines every so often where there is no terminal, a live bar on one;
+stdout untouched."""
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
+from rich.console import Console
+
+from vaecli import console
 from vaecli.cli import main
 from vaecli.console import PROGRESS_ENV, Heartbeat, duration
 
@@ -67,3 +72,53 @@ def test_heartbeat_interval_and_durations(monkeypatch):
         "1 h 00 min",
         "1 h 02 min",
     ]
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_lines_say_the_time_left_at_the_rate_since_the_first_count(monkeypatch, capsys):
+    monkeypatch.setenv(PROGRESS_ENV, "0")
+    clock = Clock()
+    monkeypatch.setattr(console.time, "monotonic", clock)
+    beat = Heartbeat("evaluating")
+    beat.enabled = True  # (pytest's stderr is no terminal; said outright all the same)
+    for seconds, done in ((5, 10), (10, 20), (3590, 30), (0, 110)):
+        clock.now += seconds
+        beat.beat(lambda d=done: f"{d} of 110 images", done, 110)
+    assert capsys.readouterr().err.splitlines() == [
+        "vae: evaluating: 10 of 110 images, 5 s",  # (the first count: no rate yet)
+        "vae: evaluating: 20 of 110 images, 15 s, about 1 min 30 s left",  # 10 in 10 s, 90 to go
+        "vae: evaluating: 30 of 110 images, 1 h 00 min, about 4 h 00 min left",  # 20 in 3600 s
+        "vae: evaluating: 110 of 110 images, 1 h 00 min",
+    ]
+
+
+def test_a_terminal_shows_the_whole_run_s_time_left_beside_the_epoch_bar(monkeypatch):
+    out = io.StringIO()
+    monkeypatch.setattr(console, "stderr", Console(file=out, force_terminal=True, width=160))
+    clock = Clock()
+    monkeypatch.setattr(console.time, "monotonic", clock)
+    observer = console.ConsoleObserver(quiet=False)
+    terms = ["train_loss", "train_neg_elbo", "test_neg_elbo", "test_reconstruction", "test_kl"]
+    row = dict.fromkeys(terms, 1.0)
+    row["images_per_s"] = 5.0
+    for epoch in (1, 2):
+        observer.on_epoch_start(epoch, 4, 10)
+        for step in range(1, 11):
+            clock.now += 2.0
+            observer.on_step(step)
+        observer.on_epoch_end(row | {"epoch": epoch})
+    observer.on_epoch_start(3, 4, 10)
+    observer.progress.stop()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+    assert "epoch 1/4 " in text and "epoch 1/4, about" not in text  # (nothing counted yet)
+    assert "epoch 2/4, about 1 min 00 s left" in text  # 9 steps in 18 s, 30 to go
+    assert "epoch 3/4, about 40 s left" in text  # 19 steps in 38 s, 20 to go

@@ -57,14 +57,27 @@ class Heartbeat:
         except ValueError:
             self.every = PROGRESS_SECONDS
         self.started = self.last = time.monotonic()
+        self.first: tuple[float, int] | None = None  # (when, how much was done) at the first count
 
-    def beat(self, text: Callable[[], str]) -> None:
-        if not self.enabled:
-            return
+    def beat(self, text: Callable[[], str], done: int | None = None, total: int | None = None) -> None:
+        """A line if one is due; with ``done`` of ``total`` units it ends with the time left, at
+        the rate seen since the first count (a resumed run's earlier work is not counted)."""
         now = time.monotonic()
-        if now - self.last >= self.every:
+        if done is not None and self.first is None:
+            self.first = (now, done)
+        if self.enabled and now - self.last >= self.every:
             self.last = now
-            print(f"vae: {self.what}: {text()}, {duration(now - self.started)}", file=sys.stderr, flush=True)
+            left = self.time_left(now, done, total)
+            line = f"vae: {self.what}: {text()}, {duration(now - self.started)}"
+            line += f", about {duration(left)} left" if left is not None else ""
+            print(line, file=sys.stderr, flush=True)
+
+    def time_left(self, now: float, done: int | None, total: int | None) -> float | None:
+        """Seconds until ``total`` at the rate since the first count; None before there is one."""
+        if done is None or total is None or self.first is None or not self.first[1] < done < total:
+            return None
+        since, at_first = self.first
+        return (now - since) * (total - done) / (done - at_first)
 
 
 class ConsoleObserver:
@@ -104,8 +117,10 @@ class ConsoleObserver:
         self.where = (epoch, epochs, steps)
         if self.quiet or not stderr.is_terminal:
             return
+        left = self.heartbeat.time_left(time.monotonic(), (epoch - 1) * steps, epochs * steps)
+        label = f"epoch {epoch}/{epochs}" + (f", about {duration(left)} left" if left is not None else "")
         self.progress = Progress(
-            TextColumn(f"epoch {epoch}/{epochs}"),
+            TextColumn(label),
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
@@ -119,7 +134,11 @@ class ConsoleObserver:
         if self.progress is not None:
             self.progress.update(self.task, completed=step)
         epoch, epochs, steps = self.where
-        self.heartbeat.beat(lambda: f"epoch {epoch} of {epochs}, step {step} of {steps}")
+        self.heartbeat.beat(
+            lambda: f"epoch {epoch} of {epochs}, step {step} of {steps}",
+            done=(epoch - 1) * steps + step,
+            total=epochs * steps,
+        )
 
     def on_epoch_end(self, metrics: dict[str, Any]) -> None:
         if self.progress is not None:
@@ -155,7 +174,7 @@ def progress_bar(what: str) -> Iterator[Callable[[int, int], None]]:
     heartbeat = Heartbeat(what)
 
     def update(done: int, total: int) -> None:
-        heartbeat.beat(lambda: f"{done} of {total} images")
+        heartbeat.beat(lambda: f"{done} of {total} images", done, total)
         if not stderr.is_terminal:
             return
         if not bars:
