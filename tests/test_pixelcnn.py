@@ -67,6 +67,21 @@ def test_a_draw_has_the_probabilities_the_parallel_pass_scores():
     torch.testing.assert_close(likelihood.log_prob(x, params), reference)
 
 
+def test_scoring_without_gradients_goes_in_cache_sized_pieces_with_the_same_numbers(monkeypatch):
+    likelihood = scrambled(PixelCNN(kernel=5, width=8, layers=1, features=3))
+    x = torch.bernoulli(torch.full((11, 2, 6, 7), 0.4, dtype=torch.float64), generator=_gen(10))
+    params = torch.randn(11, 3, 2, 6, 7, generator=_gen(11), dtype=torch.float64)
+    whole = likelihood.log_prob(x, params)  # (with gradients: one pass)
+    monkeypatch.setattr(pixelcnn, "SCORE_CHUNK_BYTES", 4 * 8 * 2 * 6 * 7 * 4)  # four images a piece
+    seen = []
+    logits = likelihood.logits
+    monkeypatch.setattr(likelihood, "logits", lambda a, b: seen.append(len(a)) or logits(a, b))
+    with torch.no_grad():
+        pieces = likelihood.log_prob(x, params)
+    assert seen == [4, 4, 3]
+    torch.testing.assert_close(pieces, whole.detach(), rtol=0, atol=1e-12)
+
+
 def test_draws_follow_the_distribution_and_the_mean_estimates_its_marginals(monkeypatch):
     shape = (1, 2, 2)
     likelihood = scrambled(PixelCNN(kernel=3, width=4, layers=1), seed=6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -16,6 +17,10 @@ from vaecli.options import as_int
 MEAN_DRAWS, MEAN_CHUNK = 16, 256
 #: The widest window: at 63 it holds every earlier pixel of a 32x32 image; wider ones only cost.
 MAX_KERNEL = 63
+#: Scoring on a CPU without gradients goes through this many bytes of per-pixel activations at a
+#: time: pieces that stay in the cache made eval's scoring 3-4x faster than one pass over a chunk of
+#: a thousand samples, whose every elementwise layer streamed through memory.
+SCORE_CHUNK_BYTES = 2 * 2**20
 
 
 class PixelCNN(Bernoulli):
@@ -74,7 +79,11 @@ class PixelCNN(Bernoulli):
         return h
 
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        return BernoulliLogProb.apply(self.logits(x, params), x)
+        if torch.is_grad_enabled() or x.device.type != "cpu":
+            return BernoulliLogProb.apply(self.logits(x, params), x)
+        rows = max(1, SCORE_CHUNK_BYTES // (4 * self.width * math.prod(x.shape[1:])))
+        pieces = zip(x.split(rows), params.split(rows), strict=True)
+        return torch.cat([BernoulliLogProb.apply(self.logits(a, b), a) for a, b in pieces])
 
     def constant_fit(self, images: torch.Tensor) -> torch.Tensor:
         # Bernoulli's fit as the first feature, the others at zero: the plain decoder's start.
