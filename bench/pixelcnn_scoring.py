@@ -19,11 +19,12 @@ from vaecli.datasets import load_dataset
 from vaecli.evaluation import TEST_PREPARE_SEED, evaluate, prepare_fixed
 from vaecli.likelihoods import pixelcnn
 from vaecli.modelfile import load_model, model_path
+from vaecli.models import LatentVariableModel
 
 ONE_PASS = 2**62  # bytes: every chunk in one piece
 
 
-def timed(model, x: torch.Tensor, k: int, piece_bytes: int) -> tuple[float, float]:
+def timed(model: LatentVariableModel, x: torch.Tensor, k: int, piece_bytes: int) -> tuple[float, float]:
     """(images/s, -log p(x)) of one evaluation with pieces of ``piece_bytes``."""
     pixelcnn.SCORE_CHUNK_BYTES = piece_bytes
     started = time.perf_counter()
