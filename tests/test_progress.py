@@ -87,8 +87,7 @@ class Clock:
 def test_plain_lines_say_the_time_left_at_the_rate_since_the_first_count(monkeypatch, capsys):
     monkeypatch.setenv(PROGRESS_ENV, "0")
     clock = Clock()
-    monkeypatch.setattr(console.time, "monotonic", clock)
-    beat = Heartbeat("evaluating")
+    beat = Heartbeat("evaluating", clock)
     beat.enabled = True  # (pytest's stderr is no terminal; said outright all the same)
     for seconds, done in ((5, 10), (10, 20), (3590, 30), (0, 110)):
         clock.now += seconds
@@ -105,8 +104,7 @@ def test_a_terminal_shows_the_whole_run_s_time_left_beside_the_epoch_bar(monkeyp
     out = io.StringIO()
     monkeypatch.setattr(console, "stderr", Console(file=out, force_terminal=True, width=160))
     clock = Clock()
-    monkeypatch.setattr(console.time, "monotonic", clock)
-    observer = console.ConsoleObserver(quiet=False)
+    observer = console.ConsoleObserver(quiet=False, clock=clock)
     terms = ["train_loss", "train_neg_elbo", "test_neg_elbo", "test_reconstruction", "test_kl"]
     row = dict.fromkeys(terms, 1.0)
     row["images_per_s"] = 5.0

@@ -49,20 +49,21 @@ class Heartbeat:
     (30) seconds, and only when stderr is not a terminal (a terminal gets a live bar instead), so
     a log shows the run is alive between its result lines. stdout is never touched."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.what = what
+        self.clock = clock
         self.enabled = not stderr.is_terminal
         try:
             self.every = max(0.0, float(os.environ.get(PROGRESS_ENV, PROGRESS_SECONDS)))
         except ValueError:
             self.every = PROGRESS_SECONDS
-        self.started = self.last = time.monotonic()
+        self.started = self.last = clock()
         self.first: tuple[float, int] | None = None  # (when, how much was done) at the first count
 
     def beat(self, text: Callable[[], str], done: int | None = None, total: int | None = None) -> None:
         """A line if one is due; with ``done`` of ``total`` units it ends with the time left, at
         the rate seen since the first count (a resumed run's earlier work is not counted)."""
-        now = time.monotonic()
+        now = self.clock()
         if done is not None and self.first is None:
             self.first = (now, done)
         if self.enabled and now - self.last >= self.every:
@@ -104,12 +105,12 @@ class ConsoleObserver:
         "outlier_steps",
     }
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, clock: Callable[[], float] = time.monotonic) -> None:
         self.quiet = quiet
         self.progress: Progress | None = None
         self.task: Any = None
         self.header_done = False
-        self.heartbeat = Heartbeat("training")
+        self.heartbeat = Heartbeat("training", clock)
         self.heartbeat.enabled &= not quiet
         self.where = (0, 0, 0)  # epoch, epochs, steps
 
@@ -117,7 +118,7 @@ class ConsoleObserver:
         self.where = (epoch, epochs, steps)
         if self.quiet or not stderr.is_terminal:
             return
-        left = self.heartbeat.time_left(time.monotonic(), (epoch - 1) * steps, epochs * steps)
+        left = self.heartbeat.time_left(self.heartbeat.clock(), (epoch - 1) * steps, epochs * steps)
         label = f"epoch {epoch}/{epochs}" + (f", about {duration(left)} left" if left is not None else "")
         self.progress = Progress(
             TextColumn(label),
