@@ -74,12 +74,51 @@ def test_scoring_without_gradients_goes_in_cache_sized_pieces_with_the_same_numb
     whole = likelihood.log_prob(x, params)  # (with gradients: one pass)
     monkeypatch.setattr(pixelcnn, "SCORE_CHUNK_BYTES", 4 * 8 * 2 * 6 * 7 * 4)  # four images a piece
     seen = []
-    logits = likelihood.logits
-    monkeypatch.setattr(likelihood, "logits", lambda a, b: seen.append(len(a)) or logits(a, b))
+    logits = likelihood._logits
+    monkeypatch.setattr(likelihood, "_logits", lambda a, b: seen.append(len(a)) or logits(a, b))
     with torch.no_grad():
         pieces = likelihood.log_prob(x, params)
     assert seen == [4, 4, 3]
     torch.testing.assert_close(pieces, whole.detach(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("gradients", [True, False])
+def test_many_draws_per_image_read_its_window_once_with_the_numbers_of_repeated_images(
+    monkeypatch, gradients
+):
+    likelihood = scrambled(PixelCNN(kernel=5, width=8, layers=1, features=3))
+    x = torch.bernoulli(torch.full((3, 2, 6, 7), 0.4, dtype=torch.float64), generator=_gen(12))
+    params = torch.randn(15, 3, 2, 6, 7, generator=_gen(13), dtype=torch.float64, requires_grad=True)
+    repeated = likelihood.log_prob(x.repeat_interleave(5, dim=0), params)
+    expected_grad = torch.autograd.grad(repeated.square().sum(), [params, *likelihood.parameters()])
+    # Pieces of four draws: they cross from one image's draws into the next one's.
+    monkeypatch.setattr(pixelcnn, "SCORE_CHUNK_BYTES", 4 * 8 * 2 * 6 * 7 * 4)
+    planes = []
+    likelihood.window.register_forward_hook(lambda module, inputs, out: planes.append(len(inputs[0])))
+    with torch.set_grad_enabled(gradients):
+        scores = likelihood.log_prob_draws(x, params)
+    assert planes == [3 * 2]  # (once, for the three images' two channels)
+    torch.testing.assert_close(scores, repeated, rtol=0, atol=1e-12)
+    if gradients:
+        grads = torch.autograd.grad(scores.square().sum(), [params, *likelihood.parameters()])
+        for got, expected in zip(grads, expected_grad, strict=True):
+            torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_the_default_draws_score_is_the_repeated_images_score():
+    likelihood = Bernoulli()
+    x = torch.bernoulli(torch.full((3, 1, 4, 5), 0.3, dtype=torch.float64), generator=_gen(14))
+    params = torch.randn(6, 1, 1, 4, 5, generator=_gen(15), dtype=torch.float64)
+    reference = torch.distributions.Bernoulli(logits=params[:, 0]).log_prob(x.repeat_interleave(2, dim=0))
+    torch.testing.assert_close(likelihood.log_prob_draws(x, params), reference.flatten(1).sum(1))
+
+
+@pytest.mark.parametrize("likelihood", [Bernoulli(), PixelCNN(kernel=3)])
+@pytest.mark.parametrize("rows", [5, 2])
+def test_draws_that_do_not_divide_among_the_images_are_refused(likelihood, rows):
+    x, params = torch.zeros(3, 1, 4, 5), torch.zeros(rows, likelihood.params_per_pixel, 1, 4, 5)
+    with pytest.raises(ValueError, match=f"params for {rows} draws do not divide among 3 images"):
+        likelihood.log_prob_draws(x, params)
 
 
 def test_draws_follow_the_distribution_and_the_mean_estimates_its_marginals(monkeypatch):

@@ -69,6 +69,10 @@ class BadMean(Bernoulli):  # kept the parameter axis
     def mean(self, params):
         return torch.sigmoid(params)
 
+class BadDraws(Bernoulli):  # gave each image's draws a row of their own
+    def log_prob_draws(self, x, params):
+        return super().log_prob_draws(x, params).view(x.shape[0], -1)
+
 class BadFit(Bernoulli):  # dropped the parameter axis: copying it would broadcast silently
     def constant_fit(self, images):
         return super().constant_fit(images)[0]
@@ -97,6 +101,7 @@ ENTRIES = {
             ("pixelwise", "Pixelwise"),
             ("scalar", "Scalar"),
             ("badmean", "BadMean"),
+            ("baddraws", "BadDraws"),
             ("badfit", "BadFit"),
             ("unwritten", "Unwritten"),
             ("nanlik", "NanLik"),
@@ -153,6 +158,11 @@ def failed_line(result, code: int = 1) -> str:
             "--likelihood badmean",
             f"likelihood 'badmean' {PLUGIN}: mean gives shape (2, 1, 1, 28, 28) for 2 "
             "images, expected (2, 1, 28, 28)",
+        ),  # fmt: skip
+        (
+            "--likelihood baddraws",
+            f"likelihood 'baddraws' {PLUGIN}: log_prob_draws gives shape (1, 2) for 2 draws of 1 "
+            "image, expected (2,)",
         ),  # fmt: skip
         (
             "--likelihood badfit",

@@ -59,6 +59,13 @@ class Likelihood(nn.Module):
         """log p(x | params) in nats, summed over pixels: shape (batch,)."""
         raise NotImplementedError
 
+    def log_prob_draws(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """log p(x_i | params_j) for images x (B, ...) and the params of S draws of z per image
+        (B * S, ...), each image's draws together: shape (B * S,). The default repeats each image S
+        times; a likelihood with work that depends on x alone overrides it to do that once."""
+        draws = draws_per_image(x, params)
+        return self.log_prob(x if draws == 1 else x.repeat_interleave(draws, dim=0), params)
+
     def constant_fit(self, images: torch.Tensor) -> torch.Tensor | None:
         """The decoder parameters (params_per_pixel, C, H, W) that fit uint8 ``images`` (N, C, H, W,
         on the CPU) best while ignoring z: the maximum-likelihood fit to the prepared data, per pixel (or
@@ -132,3 +139,11 @@ def pixel_moments(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     n = max(images.shape[0], 1)
     mean = total / n
     return mean, (squares / n - mean.square()).clamp_(min=0.0)
+
+
+def draws_per_image(x: torch.Tensor, params: torch.Tensor) -> int:
+    """S, for images x (B, ...) and the params of S draws of each (B * S, ...)."""
+    draws, left = divmod(params.shape[0], x.shape[0])
+    if left or not draws:
+        raise ValueError(f"params for {params.shape[0]} draws do not divide among {x.shape[0]} images")
+    return draws

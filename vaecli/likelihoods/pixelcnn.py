@@ -10,6 +10,7 @@ from torch import nn
 
 from vaecli.architectures import ELU
 from vaecli.errors import UsageError
+from vaecli.likelihoods.base import draws_per_image
 from vaecli.likelihoods.bernoulli import Bernoulli, BernoulliLogProb
 from vaecli.options import as_int
 
@@ -62,15 +63,23 @@ class PixelCNN(Bernoulli):
         return {"kernel": self.kernel, "width": self.width, "layers": self.layers, "features": self.features}
 
     def logits(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """The logit of every pixel given the pixels before it: (B, C, H, W), in one pass.
+        """The logit of every pixel given the pixels before it: (B, C, H, W), in one pass."""
+        return self._logits(self._windows(x), params)
+
+    def _windows(self, x: torch.Tensor) -> torch.Tensor:
+        """Each pixel's window of earlier pixels through the masked layer: (B, C, H, W, width)."""
+        b, c, height, width = x.shape
+        return self.window(x.reshape(b * c, height, width)).view(b, c, height, width, self.width)
+
+    def _logits(self, windows: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Logits (N, C, H, W) from N images' windows (N, C, H, W, width) and decoder params.
 
         Pixels are rows of ``width`` numbers (channels last), so every layer after the window is
         one matrix product over all pixels: a quarter of the time of 1x1 convolutions here."""
-        b, c, height, width = x.shape
-        features = params.reshape(b, self.features, c, height, width).permute(0, 2, 3, 4, 1)
-        h = self.window(x.reshape(b * c, height, width))
-        h = self._mix(h + self.from_features(features).view_as(h))
-        return features[..., 0] + self.output(h).view_as(x)
+        n, c, height, width = windows.shape[:4]
+        features = params.reshape(n, self.features, c, height, width).permute(0, 2, 3, 4, 1)
+        h = self._mix(windows + self.from_features(features))
+        return features[..., 0] + self.output(h).squeeze(-1)
 
     def _mix(self, h: torch.Tensor) -> torch.Tensor:
         h = self.activation(h)
@@ -79,11 +88,24 @@ class PixelCNN(Bernoulli):
         return h
 
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or x.device.type != "cpu":
-            return BernoulliLogProb.apply(self.logits(x, params), x)
-        rows = max(1, SCORE_CHUNK_BYTES // (4 * self.width * math.prod(x.shape[1:])))
-        pieces = zip(x.split(rows), params.split(rows), strict=True)
-        return torch.cat([BernoulliLogProb.apply(self.logits(a, b), a) for a, b in pieces])
+        return self.log_prob_draws(x, params)
+
+    def log_prob_draws(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """The window of an image's earlier pixels depends on x alone, so it is read once per
+        image, not once per draw (a fifth of eval's time with a thousand draws an image). On a
+        CPU without gradients the draws are scored in pieces of ``SCORE_CHUNK_BYTES``."""
+        n, draws = params.shape[0], draws_per_image(x, params)
+        windows = self._windows(x)
+        rows = n
+        if not torch.is_grad_enabled() and x.device.type == "cpu":
+            rows = max(1, SCORE_CHUNK_BYTES // (4 * self.width * math.prod(x.shape[1:])))
+        scores = []
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            piece_x, piece_windows = (repeated_rows(t, start, stop, draws) for t in (x, windows))
+            logits = self._logits(piece_windows, params[start:stop])
+            scores.append(BernoulliLogProb.apply(logits, piece_x))
+        return scores[0] if len(scores) == 1 else torch.cat(scores)
 
     def constant_fit(self, images: torch.Tensor) -> torch.Tensor:
         # Bernoulli's fit as the first feature, the others at zero: the plain decoder's start.
@@ -125,6 +147,16 @@ class PixelCNN(Bernoulli):
             probs = self.draw(chunk.repeat_interleave(MEAN_DRAWS, dim=0), generator)[1]
             means.append(probs.view(chunk.shape[0], MEAN_DRAWS, *probs.shape[1:]).mean(1))
         return torch.cat(means)
+
+
+def repeated_rows(t: torch.Tensor, start: int, stop: int, draws: int) -> torch.Tensor:
+    """Rows ``start:stop`` of ``t`` with each of its rows repeated ``draws`` times, copied only
+    where the repeats need it (and, for all of them, by an expand whose gradient is a sum)."""
+    if draws == 1:
+        return t[start:stop]
+    if start == 0 and stop == t.shape[0] * draws:
+        return t.unsqueeze(1).expand(-1, draws, *t.shape[1:]).reshape(-1, *t.shape[1:])
+    return t[torch.arange(start, stop, device=t.device) // draws]
 
 
 class CausalWindow(nn.Conv2d):

@@ -73,27 +73,34 @@ def build_model(spec: ModelSpec, check_shapes: bool = True) -> LatentVariableMod
 
 
 def check_likelihood(likelihood: Likelihood, spec: ModelSpec, params: torch.Tensor) -> None:
-    """Call a plugin likelihood's ``prepare``, ``log_prob`` and ``mean`` once on two black
-    images and the decoder's output ``params`` for them, so that one that fails or gives the
-    wrong shape is named before training starts (not as a broadcasting error deep in the loop,
-    or as metrics that do not add up)."""
+    """Call a plugin likelihood's ``prepare``, ``log_prob``, ``log_prob_draws`` and ``mean`` once
+    on two black images (for the draws: the first image, with both rows of params as its draws)
+    and the decoder's output ``params`` for them, so that one that fails or gives the wrong shape
+    is named before training starts (not as a broadcasting error deep in the loop, or as metrics
+    that do not add up)."""
     what = registry.likelihoods.describe(spec.likelihood)
-    images = torch.zeros(params.shape[0], *spec.input_shape, dtype=torch.uint8)
+    n = params.shape[0]
+    images = torch.zeros(n, *spec.input_shape, dtype=torch.uint8)
     try:
         with torch.no_grad():
             x = likelihood.prepare(images, torch.Generator().manual_seed(0))
             log_p, mean = likelihood.log_prob(x, params), likelihood.mean(params)
+            log_p_draws = likelihood.log_prob_draws(x[:1], params)
     except VaeError:
         raise
     except Exception as exc:
         raise VaeError(f"{what} fails on decoder output of shape {tuple(params.shape)}: "
                        f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
-    for method, got, want in (
-        ("prepare", x, images.shape), ("log_prob", log_p, (images.shape[0],)), ("mean", mean, images.shape)
-    ):  # fmt: skip
+    per_image = " (one log-probability per image, summed over pixels)"
+    for method, got, want, given in (
+        ("prepare", x, images.shape, f"{n} images"),
+        ("log_prob", log_p, (n,), f"{n} images"),
+        ("log_prob_draws", log_p_draws, (n,), f"{n} draws of 1 image"),
+        ("mean", mean, images.shape, f"{n} images"),
+    ):
         shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
         if shape != tuple(want):
             raise VaeError(
-                f"{what}: {method} gives shape {shape} for {images.shape[0]} images, expected {tuple(want)}"
-                + (" (one log-probability per image, summed over pixels)" if method == "log_prob" else "")
+                f"{what}: {method} gives shape {shape} for {given}, expected {tuple(want)}"
+                + (per_image if method.startswith("log_prob") else "")
             )

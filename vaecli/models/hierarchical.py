@@ -424,8 +424,7 @@ class HierarchicalVAE(LatentVariableModel):
         eps = eps.unsqueeze(1) if eps.dim() == 2 else eps
         b, s, d = eps.shape
         draw = self.top_down(b * s, self.bottom_up(x), eps.reshape(b * s, d), weights=weights, repeats=s)
-        repeated = x if s == 1 else x.repeat_interleave(s, dim=0)
-        reconstruction = self.likelihood.log_prob(repeated, draw.params).view(b, s)
+        reconstruction = self.likelihood.log_prob_draws(x, draw.params).view(b, s)
         kl = torch.stack(draw.kl, dim=-1).view(b, s, -1).mean(1)
         log_weight = None
         if weights:

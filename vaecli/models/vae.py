@@ -136,8 +136,7 @@ class VAE(LatentVariableModel):
         sigma = torch.exp(0.5 * logvar)
         z = mu.unsqueeze(1) + eps * sigma.unsqueeze(1)
         params = self.decode(z.reshape(b * s, d))
-        repeated = x.unsqueeze(1).expand(b, s, *x.shape[1:]).reshape(b * s, *x.shape[1:])
-        log_px_z = self.likelihood.log_prob(repeated, params).view(b, s)
+        log_px_z = self.likelihood.log_prob_draws(x, params).view(b, s)
         if not (weights or monte_carlo_kl):
             return log_px_z, None, None
         log_pz = self.prior.log_prob(z)
